@@ -1,0 +1,67 @@
+"""Settings from the environment, in one place, with the contract's documented defaults."""
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_BASE_URL = "https://api.callr.com"
+DEFAULT_START_DATE = "2026-01-01"
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_DATA_DIR = "./data"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. Never holds the API key: the Callr resource reads that itself."""
+
+    base_url: str
+    data_dir: Path
+    warehouse: Path
+    start_date: dt.date
+    timezone: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("CDR_DATA_DIR") or DEFAULT_DATA_DIR)
+        warehouse = Path(env.get("CDR_WAREHOUSE") or data_dir / "warehouse.duckdb")
+        start_raw = env.get("CDR_START_DATE") or DEFAULT_START_DATE
+        try:
+            start_date = dt.date.fromisoformat(start_raw)
+        except ValueError:
+            raise ConfigError(
+                f"CDR_START_DATE must be a date like 2026-01-01, got {start_raw!r}"
+            ) from None
+        tz = env.get("CDR_TIMEZONE") or DEFAULT_TIMEZONE
+        check_timezone(tz)
+        return cls(
+            base_url=(env.get("CALLR_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+            data_dir=data_dir,
+            warehouse=warehouse,
+            start_date=start_date,
+            timezone=tz,
+        )
+
+
+def check_timezone(name: str) -> ZoneInfo:
+    """The IANA zone `name`, or a ConfigError naming CDR_TIMEZONE."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"CDR_TIMEZONE must be an IANA time zone such as UTC or Europe/Paris, got {name!r}"
+        ) from None
+
+
+def day_window(day: dt.date, timezone: str) -> tuple[dt.datetime, dt.datetime]:
+    """The half-open window [start, end) of local `day` in `timezone`, as UTC instants."""
+    tz = check_timezone(timezone)
+    start = dt.datetime.combine(day, dt.time(), tzinfo=tz)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
