@@ -78,6 +78,12 @@ CALL_COLUMNS: tuple[Column, ...] = (
 
 CALL_SCHEMA: dict[str, pl.DataType] = {c.name: c.polars_type for c in CALL_COLUMNS}
 
+# Columns only the warehouse table has: lineage the idempotent load needs (see warehouse.py).
+WAREHOUSE_COLUMNS: tuple[Column, ...] = (
+    Column("load_partition", pl.Date(), "DATE",
+           "the daily partition whose load wrote this row (lineage)", None, False),
+)
+
 # Callr CDR fields, as the contract names them (CSV header names = JSON keys).
 SOURCE_FIELDS: tuple[str, ...] = (
     "billingCredit", "billingDebit", "billingDestinationLabel", "billingPaymentType", "callee",
