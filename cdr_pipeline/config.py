@@ -10,6 +10,7 @@ DEFAULT_BASE_URL = "https://api.callr.com"
 DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DATA_DIR = "./data"
+DEFAULT_LATE_DAYS = 2
 
 
 class ConfigError(ValueError):
@@ -25,6 +26,8 @@ class Settings:
     warehouse: Path
     start_date: dt.date
     timezone: str
+    late_days: int = DEFAULT_LATE_DAYS
+    account_sid: str | None = None  # set to authenticate with HTTP Basic (SID, key)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -40,7 +43,12 @@ class Settings:
             ) from None
         tz = env.get("CDR_TIMEZONE") or DEFAULT_TIMEZONE
         check_timezone(tz)
+        late_raw = env.get("CDR_LATE_DAYS") or str(DEFAULT_LATE_DAYS)
+        if not late_raw.isdigit():
+            raise ConfigError(f"CDR_LATE_DAYS must be a whole number of days, got {late_raw!r}")
         return cls(
+            late_days=int(late_raw),
+            account_sid=env.get("CALLR_ACCOUNT_SID") or None,
             base_url=(env.get("CALLR_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
             data_dir=data_dir,
             warehouse=warehouse,

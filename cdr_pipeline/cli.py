@@ -1,0 +1,170 @@
+"""`cdr-pipeline`: demo, backfill, simulator and sql, over the same Dagster definitions."""
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+from cdr_pipeline.config import ConfigError, Settings, check_timezone
+
+log = logging.getLogger("cdr_pipeline")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `cdr-pipeline` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.command(args)
+    except ConfigError as error:
+        print(f"cdr-pipeline: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdr-pipeline", description="Callr CDRs into a DuckDB warehouse, with Dagster."
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the pipeline over the last days on the simulator")
+    demo.add_argument("--days", type=int, default=7, help="how many past days (default 7)")
+    demo.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
+    demo.set_defaults(command=cmd_demo)
+
+    backfill = sub.add_parser("backfill", help="materialise every day in a range")
+    backfill.add_argument("--start", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
+    backfill.add_argument("--end", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
+    backfill.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
+    backfill.set_defaults(command=cmd_backfill)
+
+    simulator = sub.add_parser("simulator", help="serve a fake Callr export API on loopback")
+    simulator.add_argument("--port", type=int, default=8765)
+    simulator.add_argument("--host", default="127.0.0.1")
+    simulator.add_argument(
+        "--api-key", default=None, help="key the simulator accepts (default: $CALLR_API_KEY or 'sim-key')"
+    )
+    simulator.set_defaults(command=cmd_simulator)
+    return parser
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from cdr_pipeline.callr.simulator import serve
+
+    api_key = args.api_key or os.environ.get("CALLR_API_KEY") or "sim-key"
+    serve(args.host, args.port, api_key)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from cdr_pipeline.defs import runner
+
+    if args.end < args.start:
+        raise ConfigError(f"--end {args.end} is before --start {args.start}")
+    if not os.environ.get("CALLR_API_KEY"):
+        raise ConfigError(
+            "CALLR_API_KEY is not set: export your Callr API key (or run `cdr-pipeline demo` "
+            "to try the pipeline on the built-in simulator)"
+        )
+    settings = Settings.from_env()
+    if args.start < settings.start_date:
+        raise ConfigError(
+            f"--start {args.start} is before CDR_START_DATE {settings.start_date}: "
+            "set CDR_START_DATE earlier to backfill those days"
+        )
+    return _run_days(settings, runner.days_between(args.start, args.end), args.verbose)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cdr_pipeline.callr.simulator import SimulatorServer
+    from cdr_pipeline.defs import runner
+
+    settings = Settings.from_env()
+    today = dt.datetime.now(check_timezone(settings.timezone)).date()
+    days = runner.days_between(today - dt.timedelta(days=args.days), today - dt.timedelta(days=1))
+    settings = dataclasses.replace(settings, start_date=min(settings.start_date, days[0]))
+    with SimulatorServer() as simulator:
+        os.environ["CALLR_BASE_URL"] = simulator.base_url
+        os.environ["CALLR_API_KEY"] = simulator.api_key
+        settings = dataclasses.replace(settings, base_url=simulator.base_url)
+        print(f"Callr simulator listening on {simulator.base_url}")
+        status = _run_days(settings, days, args.verbose)
+    if status == 0:
+        _print_summary(settings, days)
+    return status
+
+
+def _run_days(settings: Settings, days: list[dt.date], verbose: bool) -> int:
+    from cdr_pipeline.defs import runner
+    from cdr_pipeline.defs.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    instance = runner.instance_for(settings.data_dir)
+    print(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
+    reference = runner.run_reference_tables(defs, instance)
+    if not reference.success:
+        print(f"q850_causes failed: {reference.error}", file=sys.stderr)
+        return 1
+    total = len(days)
+    done: list[runner.PartitionOutcome] = []
+
+    def progress(outcome: runner.PartitionOutcome) -> None:
+        done.append(outcome)
+        state = "ok" if outcome.success else "FAILED"
+        print(
+            f"[{len(done)}/{total}] {outcome.day}  {state:6}  {outcome.seconds:5.1f} s  "
+            f"run {outcome.run_id[:8]}",
+            flush=True,
+        )
+        if outcome.error:
+            print(f"        {outcome.error}", flush=True)
+
+    outcomes = runner.run_partitions(defs, days, instance, progress, verbose=verbose)
+    failed = [o for o in outcomes if not o.success]
+    if failed:
+        print(
+            f"{len(failed)} of {total} days failed: " + ", ".join(str(o.day) for o in failed),
+            file=sys.stderr,
+        )
+        for outcome in failed:
+            print(f"  {outcome.day}: {outcome.error}", file=sys.stderr)
+        return 1
+    print(f"{total} days loaded into {settings.warehouse}")
+    return 0
+
+
+def _print_summary(settings: Settings, days: list[dt.date]) -> None:
+    import polars as pl
+
+    from cdr_pipeline import warehouse
+
+    with warehouse.connect(settings.warehouse, read_only=True) as con:
+        per_day = con.execute(
+            """
+            SELECT d.day AS call_date,
+                   (SELECT count(*) FROM calls WHERE call_date = d.day) AS calls,
+                   (SELECT count(*) FROM call_rejects WHERE call_date = d.day) AS rejects
+            FROM unnest(?::DATE[]) AS d(day) ORDER BY 1
+            """,
+            [[d.isoformat() for d in days]],
+        ).pl()
+        kpis = con.execute(
+            "SELECT * FROM daily_kpis WHERE call_date BETWEEN ? AND ? ORDER BY call_date, direction",
+            [days[0], days[-1]],
+        ).pl()
+    with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
+        print("\nRows per day")
+        print(per_day)
+        print("\nDaily KPIs")
+        print(kpis)
+    lake_root = Path(settings.data_dir)
+    print(f"\nRaw exports:   {lake_root / 'raw'}")
+    print(f"Typed Parquet: {lake_root / 'parquet' / 'calls'}")
+    print(f"Warehouse:     {settings.warehouse}")
+    print(f'Query it:      uv run python -c "import duckdb; print(duckdb.connect(\'{settings.warehouse}\', read_only=True).sql(\'FROM daily_kpis\'))"')

@@ -1,0 +1,61 @@
+"""The project's Dagster `Definitions`: what `dagster dev`, the schedule and the CLI all load."""
+
+import dagster as dg
+
+from cdr_pipeline.config import Settings
+from cdr_pipeline.defs.assets import build_assets
+from cdr_pipeline.defs.resources import CallrResource, WarehouseResource
+from cdr_pipeline.defs.schedules import build_daily_schedule
+
+DAILY_JOB = "daily_cdr_job"
+REFERENCE_JOB = "reference_tables_job"
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Definitions for `settings`; the Callr key is read from CALLR_API_KEY at run time."""
+    partitions_def = dg.DailyPartitionsDefinition(
+        start_date=settings.start_date.isoformat(), timezone=settings.timezone
+    )
+    assets = build_assets(partitions_def)
+    daily_job = dg.define_asset_job(
+        DAILY_JOB,
+        selection=dg.AssetSelection.assets(
+            "raw_cdr_exports", "typed_calls", "calls", "call_rejects"
+        ),
+        description="One day of CDRs: fetch both directions, type, publish Parquet, load DuckDB.",
+    )
+    reference_job = dg.define_asset_job(
+        REFERENCE_JOB,
+        selection=dg.AssetSelection.assets("q850_causes"),
+        description="Static reference tables (ITU-T Q.850 causes).",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[daily_job, reference_job],
+        schedules=[
+            build_daily_schedule(
+                daily_job,
+                timezone=settings.timezone,
+                first_day=settings.start_date,
+                late_days=settings.late_days,
+            )
+        ],
+        resources={
+            "callr": CallrResource(
+                base_url=settings.base_url,
+                api_key=dg.EnvVar("CALLR_API_KEY"),
+                account_sid=settings.account_sid,
+            ),
+            "lake": WarehouseResource(
+                data_dir=str(settings.data_dir),
+                warehouse_path=str(settings.warehouse),
+                timezone=settings.timezone,
+            ),
+        },
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Entry point for `dagster dev` / `workspace.yaml`: settings from the environment."""
+    return build_definitions(Settings.from_env())

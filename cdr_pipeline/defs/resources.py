@@ -1,0 +1,78 @@
+"""Dagster resources: the Callr connection and the warehouse location."""
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from pydantic import Field
+
+from cdr_pipeline import warehouse
+from cdr_pipeline.callr.client import CallrExportClient, RetryPolicy
+from cdr_pipeline.config import DEFAULT_BASE_URL
+
+
+class CallrResource(dg.ConfigurableResource):
+    """Connection to Callr's CDR export API. Wire `api_key` with `dg.EnvVar("CALLR_API_KEY")`
+    so the key is read at run time and never stored in run config."""
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str = Field(description="Callr API key (from CALLR_API_KEY; never logged)")
+    account_sid: str | None = Field(
+        default=None, description="If set, authenticate with HTTP Basic (account SID, key)"
+    )
+    max_attempts: int = 6
+    max_total_s: float = 300.0
+    timeout_s: float = 60.0
+
+    def __repr__(self) -> str:
+        return f"CallrResource(base_url={self.base_url!r}, api_key='***')"
+
+    __str__ = __repr__
+
+    @contextmanager
+    def client(self) -> Iterator[CallrExportClient]:
+        """An export client configured from this resource, closed after use."""
+        retry = RetryPolicy(max_attempts=self.max_attempts, max_total_s=self.max_total_s)
+        client = CallrExportClient(
+            self.base_url,
+            self.api_key,
+            retry=retry,
+            timeout_s=self.timeout_s,
+            account_sid=self.account_sid,
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Where the pipeline keeps raw files, Parquet and the DuckDB warehouse."""
+
+    data_dir: str
+    warehouse_path: str
+    timezone: str = "UTC"
+    lock_wait_s: float = Field(
+        default=600.0,
+        description="How long a load waits for another process to release the DuckDB file",
+    )
+
+    @property
+    def lake(self) -> warehouse.Lake:
+        return warehouse.Lake(Path(self.data_dir))
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection to the warehouse (waits, bounded, for a held lock)."""
+        with warehouse.connect(
+            Path(self.warehouse_path), read_only=read_only, lock_wait_s=self.lock_wait_s
+        ) as con:
+            yield con
+
+
+def partition_date(context: dg.AssetExecutionContext) -> dt.date:
+    """The day a daily-partitioned run is for."""
+    return dt.date.fromisoformat(context.partition_key)

@@ -1,0 +1,354 @@
+"""The warehouse: the data directory's layout, atomic Parquet publishing and idempotent DuckDB loads.
+
+Layout under `CDR_DATA_DIR`::
+
+    raw/<partition>/<direction>.csv                          the export exactly as received
+    parquet/calls/call_date=<date>/part-<partition>.parquet   typed calls, Hive style
+    parquet/call_rejects/call_date=<partition>/part-<partition>.parquet
+    warehouse.duckdb                                          (or CDR_WAREHOUSE)
+
+A call's `call_date` comes from its start instant, so a partition's export can hold calls of the
+day before (a call still in progress at midnight is returned by both days' exports). Each
+partition therefore owns the files named `part-<partition>.parquet`, in whichever `call_date=`
+folders its calls fall, and re-materialising a partition replaces exactly those files.
+
+DuckDB `calls` holds one row per `call_id`. Each row remembers the partition whose load wrote it
+(`load_partition`). When several loads carry the same call, the winner is decided by a fixed rank,
+not by the order the loads ran in, which is what makes loads idempotent in any order:
+
+1. a row from the daily export beats one that came in real time (webhook / push);
+2. a row loaded by its home partition (`load_partition = call_date`) beats one from another day;
+3. a later partition beats an earlier one.
+
+A partition's load is one transaction: it removes the rows it loaded before that its export no
+longer holds (restoring them from another partition's Parquet if one also carries them), merges
+its calls by `call_id` under that rank, and replaces its `call_rejects`.
+"""
+
+import datetime as dt
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS, ddl
+
+log = logging.getLogger(__name__)
+
+CALLS_TABLE = "calls"
+REJECTS_TABLE = "call_rejects"
+Q850_TABLE = "q850_causes"
+
+DAILY_KPIS_SQL = """
+CREATE OR REPLACE VIEW daily_kpis AS
+SELECT
+    call_date,
+    direction,
+    count(*)::BIGINT AS calls,
+    count(answered_at)::BIGINT AS answered_calls,
+    round(count(answered_at) / count(*), 4)::DOUBLE AS asr,
+    round(avg(duration_answered_s) FILTER (WHERE answered_at IS NOT NULL), 1)::DOUBLE AS acd_s,
+    round(coalesce(sum(duration_billed_s), 0) / 60, 2)::DOUBLE AS billed_minutes,
+    coalesce(sum(billing_debit), 0)::DECIMAL(18, 6) AS billing_debit,
+    coalesce(sum(billing_credit), 0)::DECIMAL(18, 6) AS billing_credit
+FROM calls
+GROUP BY ALL
+"""
+
+
+class WarehouseLockedError(RuntimeError):
+    """The DuckDB file stayed locked by another process for longer than the wait allowed."""
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Paths of the files the pipeline keeps under `CDR_DATA_DIR`."""
+
+    data_dir: Path
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def calls_dir(self) -> Path:
+        return self.data_dir / "parquet" / CALLS_TABLE
+
+    @property
+    def rejects_dir(self) -> Path:
+        return self.data_dir / "parquet" / REJECTS_TABLE
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    def raw_file(self, partition: dt.date, direction: str) -> Path:
+        return self.raw_dir / partition.isoformat() / f"{direction}.csv"
+
+    def calls_files(self, partition: dt.date) -> list[Path]:
+        """The typed Parquet files a partition owns (usually one, sometimes two call dates)."""
+        return sorted(self.calls_dir.glob(f"call_date=*/{_part_name(partition)}"))
+
+    def rejects_file(self, partition: dt.date) -> Path:
+        return self.rejects_dir / f"call_date={partition.isoformat()}" / _part_name(partition)
+
+
+def _part_name(partition: dt.date) -> str:
+    return f"part-{partition.isoformat()}.parquet"
+
+
+def publish_partition(
+    lake: Lake, partition: dt.date, staged_calls: Sequence[Path], staged_rejects: Path
+) -> list[Path]:
+    """Move a partition's staged Parquet files into the lake, replacing what it owned before.
+
+    `staged_calls` are files laid out as `call_date=<date>/<any name>` under a staging folder on
+    the same file system. Each file is moved with an atomic rename, so a reader sees either the
+    old or the new file, never half of one; the partition's files for call dates it no longer
+    holds are removed last.
+    """
+    published: list[Path] = []
+    for staged in staged_calls:
+        target = lake.calls_dir / staged.parent.name / _part_name(partition)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+        published.append(target)
+    for stale in set(lake.calls_files(partition)) - set(published):
+        stale.unlink()
+    rejects_target = lake.rejects_file(partition)
+    rejects_target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged_rejects, rejects_target)
+    return sorted(published)
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def _lock_holder(error: duckdb.Error) -> str | None:
+    """'PID 123 (/usr/bin/python3)' from DuckDB's lock error, or None for any other error."""
+    text = str(error)
+    if "Could not set lock" not in text:
+        return None
+    match = _LOCK_HOLDER.search(text)
+    return f"PID {match['pid']} ({match['program']})" if match else "another process"
+
+
+@contextmanager
+def connect(
+    path: Path,
+    *,
+    read_only: bool = False,
+    lock_wait_s: float = 600.0,
+    poll_s: float = 1.0,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the DuckDB file, waiting (bounded) while another process holds its lock.
+
+    DuckDB lets one process write a file, or several read it, never both: an analyst's open
+    read-only session blocks the loader. Rather than fail the scheduled load at once, the writer
+    retries for up to `lock_wait_s`, logging who holds the lock, then raises
+    `WarehouseLockedError` naming the holder.
+    """
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + lock_wait_s
+    next_log = 0.0
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as error:
+            holder = _lock_holder(error)
+            if holder is None:
+                raise
+            now = time.monotonic()
+            if now >= deadline:
+                raise WarehouseLockedError(
+                    f"the warehouse {path} is locked by {holder}; gave up after waiting "
+                    f"{lock_wait_s:.0f} s. Close that DuckDB session (analysts: use "
+                    "`cdr-pipeline sql` or short read-only sessions) and re-run the load."
+                ) from None
+            if now >= next_log:
+                log.warning(
+                    "warehouse %s is locked by %s; waiting up to %.0f s more for it",
+                    path,
+                    holder,
+                    deadline - now,
+                )
+                next_log = now + 10.0
+            time.sleep(min(poll_s, max(deadline - now, 0.0)))
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables and views the contract names, if they are missing."""
+    con.execute(ddl(CALLS_TABLE, CALL_COLUMNS + WAREHOUSE_COLUMNS))
+    con.execute(ddl(REJECTS_TABLE, REJECT_COLUMNS))
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {Q850_TABLE} ("
+        "cause_code SMALLINT PRIMARY KEY, cause_name VARCHAR NOT NULL, cause_class VARCHAR NOT NULL)"
+    )
+    con.execute(DAILY_KPIS_SQL)
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """What one partition's load did to the warehouse."""
+
+    incoming_calls: int
+    calls_written: int  # incoming rows that won their call_id (inserted or replaced)
+    calls_kept_elsewhere: int  # incoming rows another partition's row outranks
+    calls_removed: int  # rows this partition loaded before and its export no longer holds
+    calls_restored: int  # of those, rows restored from another partition's Parquet
+    rejects: int
+    table_rows: int
+
+
+_CALL_NAMES = ", ".join(c.name for c in CALL_COLUMNS)
+# Higher wins; see the module docstring. Compared as a row value, lexicographically.
+_RANK = "(({t}.source = 'export')::INT, ({t}.load_partition = {t}.call_date)::INT, {t}.load_partition)"
+
+
+def load_partition(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    partition: dt.date,
+    *,
+    source: str = "export",
+) -> LoadStats:
+    """Load a partition's published Parquet into `calls` and `call_rejects`, in one transaction."""
+    ensure_schema(con)
+    files = [str(p) for p in lake.calls_files(partition)]
+    rejects_file = lake.rejects_file(partition)
+    day = partition.isoformat()
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if files:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT {_CALL_NAMES}, "
+                "?::DATE AS load_partition FROM read_parquet(?, hive_partitioning = false)",
+                [day, files],
+            )
+        else:
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM calls LIMIT 0",
+            )
+        incoming = _count(con, "SELECT count(*) FROM incoming")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE orphaned AS SELECT call_id FROM calls "
+            "WHERE load_partition = ?::DATE AND source = ? "
+            "AND call_id NOT IN (SELECT call_id FROM incoming)",
+            [day, source],
+        )
+        removed = _count(con, "SELECT count(*) FROM orphaned")
+        con.execute("DELETE FROM calls WHERE call_id IN (SELECT call_id FROM orphaned)")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE winners AS SELECT i.* FROM incoming i "
+            "LEFT JOIN calls c USING (call_id) "
+            f"WHERE c.call_id IS NULL OR {_RANK.format(t='i')} >= {_RANK.format(t='c')}"
+        )
+        written = _count(con, "SELECT count(*) FROM winners")
+        con.execute("DELETE FROM calls WHERE call_id IN (SELECT call_id FROM winners)")
+        con.execute("INSERT INTO calls BY NAME SELECT * FROM winners")
+        restored = _restore_orphans(con, lake, partition) if removed else 0
+        con.execute(
+            "DELETE FROM call_rejects WHERE call_date = ?::DATE AND source = ?", [day, source]
+        )
+        rejects = 0
+        if rejects_file.exists():
+            con.execute(
+                "INSERT INTO call_rejects BY NAME "
+                "SELECT * FROM read_parquet(?, hive_partitioning = false)",
+                [str(rejects_file)],
+            )
+            rejects = _count(
+                con,
+                "SELECT count(*) FROM call_rejects WHERE call_date = ?::DATE AND source = ?",
+                [day, source],
+            )
+        table_rows = _count(con, "SELECT count(*) FROM calls")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for temp in ("incoming", "orphaned", "winners"):
+            con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
+    return LoadStats(
+        incoming_calls=incoming,
+        calls_written=written,
+        calls_kept_elsewhere=incoming - written,
+        calls_removed=removed,
+        calls_restored=restored,
+        rejects=rejects,
+        table_rows=table_rows,
+    )
+
+
+def _restore_orphans(con: duckdb.DuckDBPyConnection, lake: Lake, partition: dt.date) -> int:
+    """Re-insert orphaned calls that another partition's Parquet still carries (rare)."""
+    others = [str(p) for p in lake.calls_dir.glob("call_date=*/part-*.parquet")]
+    others = [p for p in others if not p.endswith(_part_name(partition))]
+    if not others:
+        return 0
+    before = _count(con, "SELECT count(*) FROM calls")
+    con.execute(
+        f"INSERT INTO calls BY NAME "
+        f"SELECT {_CALL_NAMES}, load_partition FROM ("
+        f"  SELECT *, regexp_extract(filename, 'part-(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1)::DATE"
+        f"    AS load_partition"
+        f"  FROM read_parquet(?, hive_partitioning = false, filename = true)"
+        f"  WHERE call_id IN (SELECT call_id FROM orphaned)"
+        f") o "
+        f"QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {_RANK.format(t='o')} DESC) = 1",
+        [others],
+    )
+    return _count(con, "SELECT count(*) FROM calls") - before
+
+
+def replace_q850(con: duckdb.DuckDBPyConnection, frame: object) -> int:
+    """Replace `q850_causes` with `frame` (anything DuckDB can scan: polars, Arrow)."""
+    ensure_schema(con)
+    con.register("q850_frame", frame)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(f"DELETE FROM {Q850_TABLE}")
+        con.execute(
+            f"INSERT INTO {Q850_TABLE} SELECT cause_code, cause_name, cause_class FROM q850_frame"
+        )
+        con.execute("COMMIT")
+    finally:
+        con.unregister("q850_frame")
+    return _count(con, f"SELECT count(*) FROM {Q850_TABLE}")
+
+
+def duplicate_call_ids(con: duckdb.DuckDBPyConnection, limit: int = 10) -> tuple[int, list[int]]:
+    """How many call_ids occur more than once in `calls`, and a few of them."""
+    rows = con.execute(
+        "SELECT call_id FROM calls GROUP BY call_id HAVING count(*) > 1 ORDER BY call_id"
+    ).fetchall()
+    return len(rows), [r[0] for r in rows[:limit]]
+
+
+def partition_counts(con: duckdb.DuckDBPyConnection, partition: dt.date) -> dict[str, int]:
+    """Rows a partition holds in the warehouse: calls it won, and its rejects."""
+    day = partition.isoformat()
+    return {
+        "calls": _count(con, "SELECT count(*) FROM calls WHERE load_partition = ?::DATE", [day]),
+        "rejects": _count(
+            con, "SELECT count(*) FROM call_rejects WHERE call_date = ?::DATE", [day]
+        ),
+    }
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:
+    row = con.execute(sql, params or []).fetchone()
+    return int(row[0]) if row else 0
