@@ -142,7 +142,7 @@ def _run_days(settings: Settings, days: list[dt.date], verbose: bool) -> int:
 def _print_summary(settings: Settings, days: list[dt.date]) -> None:
     import polars as pl
 
-    from cdr_pipeline import warehouse
+    from cdr_pipeline import report, warehouse
 
     with warehouse.connect(settings.warehouse, read_only=True) as con:
         per_day = con.execute(
@@ -168,3 +168,4 @@ def _print_summary(settings: Settings, days: list[dt.date]) -> None:
     print(f"Typed Parquet: {lake_root / 'parquet' / 'calls'}")
     print(f"Warehouse:     {settings.warehouse}")
     print(f'Query it:      uv run python -c "import duckdb; print(duckdb.connect(\'{settings.warehouse}\', read_only=True).sql(\'FROM daily_kpis\'))"')
+    print(f"Daily report:  {report.report_path(report.reports_dir(lake_root), days[-1])}")

@@ -11,6 +11,10 @@ DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_LATE_DAYS = 2
+# ITU-T E.425 NER: calls ended by user behaviour count as effective (Q.850 17, 18, 19, 21).
+DEFAULT_NER_CAUSES = (17, 18, 19, 21)
+DEFAULT_ALERT_VOLUME_CHANGE = 0.3  # relative change of a day's calls vs the same weekday before
+DEFAULT_ALERT_RATIO_DROP = 0.1  # absolute drop of ASR / NER (0.1 = 10 points)
 
 
 class ConfigError(ValueError):
@@ -28,6 +32,9 @@ class Settings:
     timezone: str
     late_days: int = DEFAULT_LATE_DAYS
     account_sid: str | None = None  # set to authenticate with HTTP Basic (SID, key)
+    ner_causes: tuple[int, ...] = DEFAULT_NER_CAUSES
+    alert_volume_change: float = DEFAULT_ALERT_VOLUME_CHANGE
+    alert_ratio_drop: float = DEFAULT_ALERT_RATIO_DROP
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -54,7 +61,38 @@ class Settings:
             warehouse=warehouse,
             start_date=start_date,
             timezone=tz,
+            ner_causes=parse_ner_causes(env.get("CDR_NER_CAUSES")),
+            alert_volume_change=_parse_threshold(
+                env, "CDR_ALERT_VOLUME_CHANGE", DEFAULT_ALERT_VOLUME_CHANGE
+            ),
+            alert_ratio_drop=_parse_threshold(
+                env, "CDR_ALERT_RATIO_DROP", DEFAULT_ALERT_RATIO_DROP
+            ),
         )
+
+
+def parse_ner_causes(raw: str | None) -> tuple[int, ...]:
+    """Q.850 codes from CDR_NER_CAUSES (comma-separated, e.g. `17,18,19,21`); default if unset."""
+    if not raw or not raw.strip():
+        return DEFAULT_NER_CAUSES
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() and 1 <= int(p) <= 127 for p in parts):
+        raise ConfigError(
+            f"CDR_NER_CAUSES must be comma-separated Q.850 cause codes (1-127) such as "
+            f"17,18,19,21, got {raw!r}"
+        )
+    return tuple(sorted({int(p) for p in parts}))
+
+
+def _parse_threshold(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10:
+        raise ConfigError(f"{name} must be a number such as {default} (0.3 = 30 %), got {raw!r}")
+    return value
 
 
 def check_timezone(name: str) -> ZoneInfo:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import duckdb
 
+from cdr_pipeline import marts
 from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS, ddl
 
 log = logging.getLogger(__name__)
@@ -44,22 +45,6 @@ log = logging.getLogger(__name__)
 CALLS_TABLE = "calls"
 REJECTS_TABLE = "call_rejects"
 Q850_TABLE = "q850_causes"
-
-DAILY_KPIS_SQL = """
-CREATE OR REPLACE VIEW daily_kpis AS
-SELECT
-    call_date,
-    direction,
-    count(*)::BIGINT AS calls,
-    count(answered_at)::BIGINT AS answered_calls,
-    round(count(answered_at) / count(*), 4)::DOUBLE AS asr,
-    round(avg(duration_answered_s) FILTER (WHERE answered_at IS NOT NULL), 1)::DOUBLE AS acd_s,
-    round(coalesce(sum(duration_billed_s), 0) / 60, 2)::DOUBLE AS billed_minutes,
-    coalesce(sum(billing_debit), 0)::DECIMAL(18, 6) AS billing_debit,
-    coalesce(sum(billing_credit), 0)::DECIMAL(18, 6) AS billing_credit
-FROM calls
-GROUP BY ALL
-"""
 
 
 class WarehouseLockedError(RuntimeError):
@@ -196,7 +181,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         f"CREATE TABLE IF NOT EXISTS {Q850_TABLE} ("
         "cause_code SMALLINT PRIMARY KEY, cause_name VARCHAR NOT NULL, cause_class VARCHAR NOT NULL)"
     )
-    con.execute(DAILY_KPIS_SQL)
+    marts.ensure_marts(con)  # daily_kpis and the other KPI views over calls
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from cdr_pipeline.config import Settings
+from cdr_pipeline.defs.analytics import ANALYTICS_ASSETS, build_analytics_assets
 from cdr_pipeline.defs.assets import build_assets
 from cdr_pipeline.defs.resources import CallrResource, WarehouseResource
 from cdr_pipeline.defs.schedules import build_daily_schedule
@@ -17,10 +18,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         start_date=settings.start_date.isoformat(), timezone=settings.timezone
     )
     assets = build_assets(partitions_def)
+    analytics, alert_checks = build_analytics_assets(partitions_def, settings)
     daily_job = dg.define_asset_job(
         DAILY_JOB,
         selection=dg.AssetSelection.assets(
-            "raw_cdr_exports", "typed_calls", "calls", "call_rejects"
+            "raw_cdr_exports", "typed_calls", "calls", "call_rejects", *ANALYTICS_ASSETS
         ),
         description="One day of CDRs: fetch both directions, type, publish Parquet, load DuckDB.",
     )
@@ -30,7 +32,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="Static reference tables (ITU-T Q.850 causes).",
     )
     return dg.Definitions(
-        assets=assets,
+        assets=[*assets, *analytics],
+        asset_checks=alert_checks,
         jobs=[daily_job, reference_job],
         schedules=[
             build_daily_schedule(

@@ -1,0 +1,144 @@
+"""Week-over-week alerts: the comparison core, and the asset checks run through real Dagster over a
+DuckDB file."""
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cdr_pipeline import alerts, warehouse
+from cdr_pipeline.config import Settings
+from cdr_pipeline.defs.analytics import CHECK_NAMES, DAILY_KPIS_KEY, build_analytics_assets
+from cdr_pipeline.defs.resources import WarehouseResource
+from cdr_pipeline_tests.marts_fixture import DAY, at, call, write_calls
+
+LAST_WEEK = DAY - dt.timedelta(days=7)
+
+
+def day_of_calls(day: dt.date, first_id: int, answered: int, failed: int, cause: int = 34,
+                 direction: str = "outbound") -> list[dict]:  # fmt: skip
+    """`answered` answered calls then `failed` calls ended by `cause`, one a minute from 09:00."""
+    rows = []
+    for n in range(answered + failed):
+        started = at(day, "09:00:00") + dt.timedelta(minutes=n)
+        is_answered = n < answered
+        rows.append(
+            call(first_id + n, started, started + dt.timedelta(seconds=30),
+                 answered=started + dt.timedelta(seconds=5) if is_answered else None,
+                 cause=16 if is_answered else cause, direction=direction)
+        )  # fmt: skip
+    return rows
+
+
+def compare(path: Path, metric: str, **thresholds: float) -> list[alerts.Comparison]:
+    with warehouse.connect(path, read_only=True) as con:
+        return alerts.compare_with_last_week(con, DAY, metric, alerts.AlertThresholds(**thresholds))
+
+
+def outbound(comparisons: list[alerts.Comparison]) -> alerts.Comparison:
+    return next(c for c in comparisons if c.direction == "outbound")
+
+
+def test_volume_drop_and_surge_alarm_but_small_moves_do_not(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    write_calls(path, day_of_calls(LAST_WEEK, 1, 10, 0) + day_of_calls(DAY, 100, 6, 0))
+    drop = outbound(compare(path, "calls", volume_change=0.3))
+    assert (drop.value, drop.baseline, drop.change, drop.breached) == (6, 10, -0.4, True)
+    assert not outbound(compare(path, "calls", volume_change=0.4)).breached  # exactly 40 %: no
+    inbound = next(c for c in compare(path, "calls") if c.direction == "inbound")
+    assert (inbound.value, inbound.baseline, inbound.breached) == (0, 0, False)  # no baseline
+
+    surge = tmp_path / "surge.duckdb"
+    write_calls(surge, day_of_calls(LAST_WEEK, 1, 10, 0) + day_of_calls(DAY, 100, 14, 0))
+    assert outbound(compare(surge, "calls", volume_change=0.3)).breached  # +40 %
+
+
+def test_ratio_alarms_fire_on_drops_only(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    # last week: ASR 8/10, NER 8/10 (2 failures, cause 34); this day: ASR 6/10, NER 9/10 (17)
+    write_calls(
+        path,
+        day_of_calls(LAST_WEEK, 1, 8, 2, cause=34)
+        + day_of_calls(DAY, 100, 6, 3, cause=17)
+        + day_of_calls(DAY, 200, 0, 1, cause=34),
+    )
+    asr = outbound(compare(path, "asr", ratio_drop=0.1))
+    assert (asr.value, asr.baseline, asr.breached) == (0.6, 0.8, True)
+    assert asr.change == pytest.approx(-0.2)
+    assert not outbound(compare(path, "asr", ratio_drop=0.2)).breached  # exactly 20 points: no
+    ner = outbound(compare(path, "ner", ratio_drop=0.1))
+    assert (ner.value, ner.baseline, ner.breached) == (0.9, 0.8, False)  # a rise never alarms
+
+
+def test_no_calls_on_the_day_is_a_volume_alarm_not_a_ratio_alarm(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    write_calls(path, day_of_calls(LAST_WEEK, 1, 10, 0))
+    assert outbound(compare(path, "calls")).breached
+    asr = outbound(compare(path, "asr"))
+    assert (asr.value, asr.breached, asr.change) == (None, False, None)
+
+
+def run_checks(path: Path, data_dir: Path) -> dg.ExecuteInProcessResult:
+    """Materialise the analytics assets of DAY with their checks, through Dagster."""
+    settings = Settings(
+        base_url="http://127.0.0.1:9",
+        data_dir=data_dir,
+        warehouse=path,
+        start_date=dt.date(2026, 1, 1),
+        timezone="UTC",
+    )
+    partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC")
+    assets, checks = build_analytics_assets(partitions, settings)
+    return dg.materialize(
+        [*assets, *checks],
+        partition_key=DAY.isoformat(),
+        resources={
+            "lake": WarehouseResource(
+                data_dir=str(data_dir), warehouse_path=str(path), timezone="UTC"
+            )
+        },
+        raise_on_error=False,
+    )
+
+
+def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_checks_warn_on_a_drop_through_dagster(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    # last week 10 calls, all answered; this day 6 calls, 3 answered, 3 failed (34): every
+    # metric falls (volume -40 %, ASR and NER 100 % -> 50 %).
+    write_calls(path, day_of_calls(LAST_WEEK, 1, 10, 0) + day_of_calls(DAY, 100, 3, 3))
+    result = run_checks(path, tmp_path / "data")
+    assert result.success  # non-blocking: the run and the report go on
+    found = evaluations(result)
+    assert set(found) == set(CHECK_NAMES.values())
+    for evaluation in found.values():
+        assert evaluation.asset_key == DAILY_KPIS_KEY
+        assert not evaluation.passed
+        assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    volume = found["call_volume_vs_last_week"].metadata
+    assert volume["outbound_value"].value == 6.0
+    assert volume["outbound_baseline"].value == 10.0
+    assert volume["threshold"].value == pytest.approx(0.3)
+    assert volume["baseline_day"].value == LAST_WEEK.isoformat()
+    asr = found["asr_vs_last_week"]
+    assert asr.metadata["outbound_value"].value == 0.5
+    assert asr.metadata["outbound_baseline"].value == 1.0
+    assert asr.metadata["threshold"].value == pytest.approx(0.1)
+    assert "outbound asr 0.500 vs 1.000" in (asr.description or "")
+    assert result.asset_materializations_for_node("daily_report")
+
+
+def test_checks_stay_quiet_without_a_drop_through_dagster(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    # the same traffic both weeks, give or take one call (10 % < 30 %)
+    write_calls(path, day_of_calls(LAST_WEEK, 1, 8, 2) + day_of_calls(DAY, 100, 8, 3))
+    result = run_checks(path, tmp_path / "data")
+    assert result.success
+    found = evaluations(result)
+    assert set(found) == set(CHECK_NAMES.values())
+    assert all(e.passed for e in found.values())
+    assert found["call_volume_vs_last_week"].metadata["outbound_value"].value == 11.0
