@@ -6,7 +6,10 @@ the week before, per direction, from `daily_kpis`.
   a baseline day without calls gives no alarm (nothing to compare with);
 - ASR and NER alarm when they drop by more than `ratio_drop` absolute (0.1 = 10 points:
   0.55 → below 0.45); a rise never alarms; a day (or baseline) without calls has no ratio and
-  gives no alarm, the volume alarm covers it.
+  gives no alarm, the volume alarm covers it;
+- a baseline day with fewer than `min_calls` calls is too small to compare with (nothing is
+  judged), and so is, for ASR and NER, a day with fewer than `min_calls` calls: a handful of calls
+  swings a ratio or a percentage without meaning anything.
 """
 
 import datetime as dt
@@ -14,7 +17,11 @@ from dataclasses import dataclass
 
 import duckdb
 
-from cdr_pipeline.config import DEFAULT_ALERT_RATIO_DROP, DEFAULT_ALERT_VOLUME_CHANGE
+from cdr_pipeline.config import (
+    DEFAULT_ALERT_MIN_CALLS,
+    DEFAULT_ALERT_RATIO_DROP,
+    DEFAULT_ALERT_VOLUME_CHANGE,
+)
 from cdr_pipeline.schema import DIRECTIONS
 
 METRICS: tuple[str, ...] = ("calls", "asr", "ner")
@@ -27,6 +34,7 @@ class AlertThresholds:
 
     volume_change: float = DEFAULT_ALERT_VOLUME_CHANGE  # relative, both ways
     ratio_drop: float = DEFAULT_ALERT_RATIO_DROP  # absolute drop of ASR / NER
+    min_calls: int = DEFAULT_ALERT_MIN_CALLS  # fewer calls on a compared day: not judged
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Comparison:
     baseline: float | None
     threshold: float
     breached: bool
+    skipped: str | None = None  # why the day was not judged, if it was not
 
     @property
     def change(self) -> float | None:
@@ -53,6 +62,8 @@ class Comparison:
 
     def describe(self) -> str:
         """E.g. 'outbound asr 0.300 vs 0.550 on 2026-02-23 (-0.250, limit -0.1)'."""
+        if self.skipped:
+            return f"{self.direction} {self.metric}: not judged, {self.skipped}"
         if self.value is None or self.baseline is None or self.change is None:
             return f"{self.direction} {self.metric}: no baseline on {self.baseline_day}"
         if self.metric == "calls":
@@ -78,7 +89,8 @@ def compare_with_last_week(
     baseline_day = day - dt.timedelta(days=BASELINE_DAYS)
     rows = con.execute(
         f"""
-        SELECT d.direction, today.{metric}, before.{metric}
+        SELECT d.direction, today.{metric}, before.{metric},
+               coalesce(today.calls, 0), coalesce(before.calls, 0)
         FROM unnest(?::VARCHAR[]) AS d(direction)
         LEFT JOIN daily_kpis today ON today.direction = d.direction AND today.call_date = ?
         LEFT JOIN daily_kpis before ON before.direction = d.direction AND before.call_date = ?
@@ -87,11 +99,18 @@ def compare_with_last_week(
         [list(DIRECTIONS), day, baseline_day],
     ).fetchall()
     comparisons = []
-    for direction, value, baseline in rows:
+    for direction, value, baseline, calls, baseline_calls in rows:
+        skipped = None
+        if baseline_calls < max(thresholds.min_calls, 1):
+            skipped = (
+                f"{baseline_day} has {baseline_calls} calls, fewer than {thresholds.min_calls}"
+            )
+        elif metric != "calls" and calls < thresholds.min_calls:
+            skipped = f"{day} has {calls} calls, fewer than {thresholds.min_calls}"
         if metric == "calls":
-            value, baseline = value or 0, baseline or 0  # no row = no calls that day
+            value, baseline = calls, baseline_calls  # no row = no calls that day
             threshold = thresholds.volume_change
-            breached = baseline > 0 and round(abs(value - baseline) / baseline, 9) > threshold
+            breached = round(abs(value - baseline) / max(baseline, 1), 9) > threshold
         else:
             threshold = thresholds.ratio_drop
             breached = (
@@ -108,7 +127,8 @@ def compare_with_last_week(
                 value=None if value is None else float(value),
                 baseline=None if baseline is None else float(baseline),
                 threshold=threshold,
-                breached=bool(breached),
+                breached=bool(breached) and skipped is None,
+                skipped=skipped,
             )
         )
     return comparisons

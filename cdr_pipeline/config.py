@@ -15,6 +15,7 @@ DEFAULT_LATE_DAYS = 2
 DEFAULT_NER_CAUSES = (17, 18, 19, 21)
 DEFAULT_ALERT_VOLUME_CHANGE = 0.3  # relative change of a day's calls vs the same weekday before
 DEFAULT_ALERT_RATIO_DROP = 0.1  # absolute drop of ASR / NER (0.1 = 10 points)
+DEFAULT_ALERT_MIN_CALLS = 10  # fewer calls than this on a compared day: too few to judge
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,7 @@ class Settings:
     ner_causes: tuple[int, ...] = DEFAULT_NER_CAUSES
     alert_volume_change: float = DEFAULT_ALERT_VOLUME_CHANGE
     alert_ratio_drop: float = DEFAULT_ALERT_RATIO_DROP
+    alert_min_calls: int = DEFAULT_ALERT_MIN_CALLS
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -68,6 +70,7 @@ class Settings:
             alert_ratio_drop=_parse_threshold(
                 env, "CDR_ALERT_RATIO_DROP", DEFAULT_ALERT_RATIO_DROP
             ),
+            alert_min_calls=_parse_count(env, "CDR_ALERT_MIN_CALLS", DEFAULT_ALERT_MIN_CALLS),
         )
 
 
@@ -93,6 +96,13 @@ def _parse_threshold(env: dict[str, str], name: str, default: float) -> float:
     if not 0 <= value <= 10:
         raise ConfigError(f"{name} must be a number such as {default} (0.3 = 30 %), got {raw!r}")
     return value
+
+
+def _parse_count(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit():
+        raise ConfigError(f"{name} must be a whole number such as {default}, got {raw!r}")
+    return int(raw)
 
 
 def check_timezone(name: str) -> ZoneInfo:

@@ -487,15 +487,16 @@ def _comparison_table(comparisons: Sequence[alerts.Comparison]) -> str:
             fmt = _pct
             change = "–" if c.change is None else f"{c.change * 100:+.1f} pts"
             limit = f"− {c.threshold * 100:.0f} pts"
-        status = (
-            '<span class="pill alert">ALERT</span>'
-            if c.breached
-            else (
-                '<span class="pill ok">ok</span>'
-                if c.change is not None
-                else '<span class="pill none">no baseline</span>'
+        if c.breached:
+            status = '<span class="pill alert">ALERT</span>'
+        elif c.skipped:
+            status = (
+                f'<span class="pill none" title="{html.escape(c.skipped)}">too few calls</span>'
             )
-        )
+        elif c.change is None:
+            status = '<span class="pill none">no baseline</span>'
+        else:
+            status = '<span class="pill ok">ok</span>'
         rows.append(
             f"<tr><td>{c.metric.upper() if c.metric != 'calls' else 'Calls'}</td>"
             f"<td>{c.direction}</td><td class='num'>{fmt(c.value)}</td>"

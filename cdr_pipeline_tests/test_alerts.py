@@ -71,6 +71,24 @@ def test_ratio_alarms_fire_on_drops_only(tmp_path: Path) -> None:
     assert (ner.value, ner.baseline, ner.breached) == (0.9, 0.8, False)  # a rise never alarms
 
 
+def test_days_with_too_few_calls_are_not_judged(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    # a baseline of 4 calls (say, the spill-over of a day never loaded) against a real day
+    write_calls(path, day_of_calls(LAST_WEEK, 1, 4, 0) + day_of_calls(DAY, 100, 30, 30))
+    for metric in alerts.METRICS:
+        found = outbound(compare(path, metric, min_calls=10))
+        assert not found.breached
+        assert found.skipped == "2026-02-23 has 4 calls, fewer than 10"
+    assert outbound(compare(path, "calls", min_calls=4)).breached  # 4 -> 60: +1400 %
+    # ASR/NER need enough calls on the day too: 5 calls, 1 answered, against 20 answered
+    small = tmp_path / "small.duckdb"
+    write_calls(small, day_of_calls(LAST_WEEK, 1, 20, 0) + day_of_calls(DAY, 100, 1, 4))
+    asr = outbound(compare(small, "asr", min_calls=10))
+    assert (asr.breached, asr.skipped) == (False, "2026-03-02 has 5 calls, fewer than 10")
+    assert outbound(compare(small, "calls", min_calls=10)).breached  # the volume drop is seen
+    assert outbound(compare(small, "asr", min_calls=5)).breached
+
+
 def test_no_calls_on_the_day_is_a_volume_alarm_not_a_ratio_alarm(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     write_calls(path, day_of_calls(LAST_WEEK, 1, 10, 0))
@@ -108,9 +126,9 @@ def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEva
 
 def test_checks_warn_on_a_drop_through_dagster(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
-    # last week 10 calls, all answered; this day 6 calls, 3 answered, 3 failed (34): every
+    # last week 20 calls, all answered; this day 12 calls, 6 answered, 6 failed (34): every
     # metric falls (volume -40 %, ASR and NER 100 % -> 50 %).
-    write_calls(path, day_of_calls(LAST_WEEK, 1, 10, 0) + day_of_calls(DAY, 100, 3, 3))
+    write_calls(path, day_of_calls(LAST_WEEK, 1, 20, 0) + day_of_calls(DAY, 100, 6, 6))
     result = run_checks(path, tmp_path / "data")
     assert result.success  # non-blocking: the run and the report go on
     found = evaluations(result)
@@ -120,8 +138,9 @@ def test_checks_warn_on_a_drop_through_dagster(tmp_path: Path) -> None:
         assert not evaluation.passed
         assert evaluation.severity == dg.AssetCheckSeverity.WARN
     volume = found["call_volume_vs_last_week"].metadata
-    assert volume["outbound_value"].value == 6.0
-    assert volume["outbound_baseline"].value == 10.0
+    assert volume["outbound_value"].value == 12.0
+    assert volume["outbound_baseline"].value == 20.0
+    assert volume["min_calls"].value == 10
     assert volume["threshold"].value == pytest.approx(0.3)
     assert volume["baseline_day"].value == LAST_WEEK.isoformat()
     asr = found["asr_vs_last_week"]

@@ -31,7 +31,9 @@ def build_analytics_assets(
     """The marts, the report and the alert checks, for a daily partitioning and `settings`
     (NER cause codes and alert thresholds)."""
     thresholds = alerts.AlertThresholds(
-        volume_change=settings.alert_volume_change, ratio_drop=settings.alert_ratio_drop
+        volume_change=settings.alert_volume_change,
+        ratio_drop=settings.alert_ratio_drop,
+        min_calls=settings.alert_min_calls,
     )
     ner_causes = settings.ner_causes
 
@@ -120,7 +122,7 @@ def _week_over_week_check(
         day = dt.date.fromisoformat(context.partition_key)
         with lake.connect(read_only=True) as con:
             comparisons = alerts.compare_with_last_week(con, day, metric, thresholds)
-        return _check_result(comparisons)
+        return _check_result(comparisons, thresholds.min_calls)
 
     # Partitioned checks are a Dagster "preview" feature (dagster is pinned): each day's check
     # result belongs to that day's partition, which is what a daily alarm means.
@@ -137,7 +139,7 @@ def _week_over_week_check(
         )(week_over_week)
 
 
-def _check_result(comparisons: list[alerts.Comparison]) -> dg.AssetCheckResult:
+def _check_result(comparisons: list[alerts.Comparison], min_calls: int) -> dg.AssetCheckResult:
     """Pass unless a direction breached; metadata: both values, the change and the threshold."""
     breached = [c for c in comparisons if c.breached]
     first = comparisons[0]
@@ -145,6 +147,7 @@ def _check_result(comparisons: list[alerts.Comparison]) -> dg.AssetCheckResult:
         "day": first.day.isoformat(),
         "baseline_day": first.baseline_day.isoformat(),
         "threshold": first.threshold,
+        "min_calls": min_calls,
     }
     for c in comparisons:
         metadata |= {
@@ -165,7 +168,7 @@ def _number(value: float | None) -> dg.MetadataValue:
         return dg.MetadataValue.text("none")
     if isinstance(value, int):
         return dg.MetadataValue.int(value)
-    return dg.MetadataValue.float(float(value))
+    return dg.MetadataValue.float(round(float(value), 6))
 
 
 def _kpi_metadata(kpis: pl.DataFrame, ner_causes: tuple[int, ...]) -> dict[str, object]:
