@@ -134,7 +134,7 @@ WITH
     ),
     draws AS (  -- deterministic pseudo-random numbers in [0, 1) per call
         SELECT call_date, i,
-               (call_date = ?::DATE) AS bad_day,
+               coalesce(call_date = ?::DATE, false) AS bad_day,
                hash(call_date, i, 'a') % 10000 / 10000 AS u1,
                hash(call_date, i, 'b') % 10000 / 10000 AS u2,
                hash(call_date, i, 'c') % 10000 / 10000 AS u3,
