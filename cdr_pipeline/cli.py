@@ -145,18 +145,18 @@ def _print_summary(settings: Settings, days: list[dt.date]) -> None:
     from cdr_pipeline import report, warehouse
 
     with warehouse.connect(settings.warehouse, read_only=True) as con:
-        per_day = con.execute(
+        per_day = con.sql(
             """
             SELECT d.day AS call_date,
                    (SELECT count(*) FROM calls WHERE call_date = d.day) AS calls,
                    (SELECT count(*) FROM call_rejects WHERE call_date = d.day) AS rejects
             FROM unnest(?::DATE[]) AS d(day) ORDER BY 1
             """,
-            [[d.isoformat() for d in days]],
+            params=[[d.isoformat() for d in days]],
         ).pl()
-        kpis = con.execute(
+        kpis = con.sql(
             "SELECT * FROM daily_kpis WHERE call_date BETWEEN ? AND ? ORDER BY call_date, direction",
-            [days[0], days[-1]],
+            params=[days[0], days[-1]],
         ).pl()
     with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
         print("\nRows per day")

@@ -16,8 +16,10 @@ def settings(tmp_path: Path, **env: str) -> Settings:
 
 
 def evaluate(defs: dg.Definitions, tick: dt.datetime) -> list[dg.RunRequest]:
-    schedule = defs.get_schedule_def("daily_cdr_schedule")
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    schedule = defs.resolve_schedule_def("daily_cdr_schedule")
+    with dg.build_schedule_context(
+        scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+    ) as context:
         result = schedule.evaluate_tick(context)
     return list(result.run_requests or [])
 
@@ -40,7 +42,7 @@ def test_tick_requests_yesterday_and_the_trailing_window(
     requests = evaluate(defs, tick)
     assert [r.partition_key for r in requests] == expected
     assert len({r.run_key for r in requests}) == len(requests)
-    schedule = defs.get_schedule_def("daily_cdr_schedule")
+    schedule = defs.resolve_schedule_def("daily_cdr_schedule")
     assert schedule.cron_schedule == "30 0 * * *"
     assert schedule.execution_timezone == timezone
     assert schedule.job_name == DAILY_JOB

@@ -160,18 +160,19 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
 
     @dg.multi_asset(
         partitions_def=partitions_def,
-        deps=[typed_calls],
         group_name="warehouse",
         pool=WRITER_POOL,
         specs=[
             dg.AssetSpec(
                 CALLS_KEY,
+                deps=[typed_calls],
                 kinds={"duckdb"},
                 description="One row per call (call_id unique), typed as the contract says.",
                 metadata={"dagster/column_schema": column_schema(CALL_COLUMNS + WAREHOUSE_COLUMNS)},
             ),
             dg.AssetSpec(
                 REJECTS_KEY,
+                deps=[typed_calls],
                 kinds={"duckdb"},
                 description="Rows that could not be typed, with the reason; never dropped.",
                 metadata={"dagster/column_schema": column_schema(REJECT_COLUMNS)},

@@ -37,7 +37,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         jobs=[daily_job, reference_job],
         schedules=[
             build_daily_schedule(
-                daily_job,
+                DAILY_JOB,
                 timezone=settings.timezone,
                 first_day=settings.start_date,
                 late_days=settings.late_days,

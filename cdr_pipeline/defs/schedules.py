@@ -16,7 +16,7 @@ def partitions_for_tick(
 
 
 def build_daily_schedule(
-    job: dg.UnresolvedAssetJobDefinition,
+    job_name: str,
     *,
     timezone: str,
     first_day: dt.date,
@@ -28,7 +28,7 @@ def build_daily_schedule(
         name="daily_cdr_schedule",
         cron_schedule="30 0 * * *",
         execution_timezone=timezone,
-        job=job,
+        job_name=job_name,
         description=(
             f"After midnight in {timezone}: loads yesterday and re-loads the {late_days} days "
             "before it, so billing Callr finalises late still lands (loads are idempotent)."
