@@ -51,7 +51,27 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key", default=None, help="key the simulator accepts (default: $CALLR_API_KEY or 'sim-key')"
     )
     simulator.set_defaults(command=cmd_simulator)
+
+    receiver = sub.add_parser(
+        "receiver", help="serve the real-time receiver for Callr webhooks and Actions pushes"
+    )
+    receiver.add_argument("--host", default="127.0.0.1")
+    receiver.add_argument("--port", type=int, default=8766)
+    receiver.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help="trust X-Forwarded-For/-Proto from these proxy addresses (e.g. 127.0.0.1)",
+    )
+    receiver.set_defaults(command=cmd_receiver)
     return parser
+
+
+def cmd_receiver(args: argparse.Namespace) -> int:
+    from cdr_pipeline.receiver.app import serve
+
+    serve(Settings.from_env(), args.host, args.port, forwarded_allow_ips=args.forwarded_allow_ips)
+    return 0
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +17,14 @@ DEFAULT_NER_CAUSES = (17, 18, 19, 21)
 DEFAULT_ALERT_VOLUME_CHANGE = 0.3  # relative change of a day's calls vs the same weekday before
 DEFAULT_ALERT_RATIO_DROP = 0.1  # absolute drop of ASR / NER (0.1 = 10 points)
 DEFAULT_ALERT_MIN_CALLS = 10  # fewer calls than this on a compared day: too few to judge
+# Real-time receiver (docs/realtime.md). Its secrets (CDR_WEBHOOK_SECRET, CDR_PUSH_TOKEN) are read
+# by the receiver itself (cdr_pipeline.receiver.auth), never held here.
+DEFAULT_WEBHOOK_SIGNATURE_HEADER = "X-Callr-Signature"
+DEFAULT_WEBHOOK_TIMESTAMP_HEADER = "X-Callr-Timestamp"
+DEFAULT_WEBHOOK_TOLERANCE_S = 300
+DEFAULT_RECEIVER_MAX_BODY_BYTES = 64 * 1024  # a CDR event is about 1 KiB
+DEFAULT_RECEIVER_MAX_JSON_DEPTH = 16  # an event envelope nests 3 levels
+DEFAULT_REALTIME_RECONCILE_DAYS = 2  # the export must confirm real-time calls after this
 
 
 class ConfigError(ValueError):
@@ -37,6 +46,13 @@ class Settings:
     alert_volume_change: float = DEFAULT_ALERT_VOLUME_CHANGE
     alert_ratio_drop: float = DEFAULT_ALERT_RATIO_DROP
     alert_min_calls: int = DEFAULT_ALERT_MIN_CALLS
+    webhook_signature_header: str = DEFAULT_WEBHOOK_SIGNATURE_HEADER
+    webhook_timestamp_header: str = DEFAULT_WEBHOOK_TIMESTAMP_HEADER
+    webhook_tolerance_s: int = DEFAULT_WEBHOOK_TOLERANCE_S
+    webhook_require_timestamp: bool = False
+    receiver_max_body_bytes: int = DEFAULT_RECEIVER_MAX_BODY_BYTES
+    receiver_max_json_depth: int = DEFAULT_RECEIVER_MAX_JSON_DEPTH
+    realtime_reconcile_days: int = DEFAULT_REALTIME_RECONCILE_DAYS
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -71,6 +87,25 @@ class Settings:
                 env, "CDR_ALERT_RATIO_DROP", DEFAULT_ALERT_RATIO_DROP
             ),
             alert_min_calls=_parse_count(env, "CDR_ALERT_MIN_CALLS", DEFAULT_ALERT_MIN_CALLS),
+            webhook_signature_header=_parse_header_name(
+                env, "CDR_WEBHOOK_SIGNATURE_HEADER", DEFAULT_WEBHOOK_SIGNATURE_HEADER
+            ),
+            webhook_timestamp_header=_parse_header_name(
+                env, "CDR_WEBHOOK_TIMESTAMP_HEADER", DEFAULT_WEBHOOK_TIMESTAMP_HEADER
+            ),
+            webhook_tolerance_s=_parse_count(
+                env, "CDR_WEBHOOK_TOLERANCE_S", DEFAULT_WEBHOOK_TOLERANCE_S
+            ),
+            webhook_require_timestamp=_parse_flag(env, "CDR_WEBHOOK_REQUIRE_TIMESTAMP"),
+            receiver_max_body_bytes=_parse_count(
+                env, "CDR_RECEIVER_MAX_BODY_BYTES", DEFAULT_RECEIVER_MAX_BODY_BYTES
+            ),
+            receiver_max_json_depth=_parse_count(
+                env, "CDR_RECEIVER_MAX_JSON_DEPTH", DEFAULT_RECEIVER_MAX_JSON_DEPTH
+            ),
+            realtime_reconcile_days=_parse_count(
+                env, "CDR_REALTIME_RECONCILE_DAYS", DEFAULT_REALTIME_RECONCILE_DAYS
+            ),
         )
 
 
@@ -103,6 +138,20 @@ def _parse_count(env: dict[str, str], name: str, default: int) -> int:
     if not raw.isdigit():
         raise ConfigError(f"{name} must be a whole number such as {default}, got {raw!r}")
     return int(raw)
+
+
+def _parse_header_name(env: dict[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or default).strip()
+    if not re.fullmatch(r"[A-Za-z0-9-]+", raw):
+        raise ConfigError(f"{name} must be an HTTP header name such as {default}, got {raw!r}")
+    return raw
+
+
+def _parse_flag(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("true", "1", "yes")
 
 
 def check_timezone(name: str) -> ZoneInfo:

@@ -1,0 +1,284 @@
+"""The receiver's ASGI app: Callr webhooks and Actions pushes in, durable landing, 2xx out.
+
+Endpoints:
+
+- `POST /callr/webhook` — Callr webhook events (`v2.call.inbound.ended`, ...); HMAC signed.
+- `POST /callr/push` — Actions `fetch@v2` pushes (`{"cdr": {...}}`); bearer token or HMAC.
+- `GET /healthz` — 200 with counters while the landing store is writable.
+
+A request is checked in this order, and the first failure answers (nothing is stored):
+
+1. size: `Content-Length` or the streamed body above `CDR_RECEIVER_MAX_BODY_BYTES` -> 413;
+2. authentication (see `auth`) -> 401;
+3. `Content-Type` must be `application/json` (or `+json`), charset UTF-8 if given -> 415;
+4. UTF-8, JSON syntax, nesting depth (`CDR_RECEIVER_MAX_JSON_DEPTH`) -> 400;
+5. the envelope (see `envelope`): not an object or no CDR -> 422.
+
+Then the delivery is handed to the landing writer and the handler waits for its commit:
+200 `{"status": "stored", "seq": N}` (or `"duplicate"` for a redelivery, with the first `seq`),
+or 503 if the store cannot be written (Callr retries). Event types without a final CDR answer
+200 `{"status": "ignored"}`. Every answer is JSON with a `reason` on errors; no 5xx for bad
+input. Secrets and signatures are never logged.
+"""
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from cdr_pipeline.config import Settings
+from cdr_pipeline.receiver import auth, envelope
+from cdr_pipeline.receiver.landing import LandingRecord, LandingWriter, landing_path
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/callr/webhook"
+PUSH_PATH = "/callr/push"
+HEALTH_PATH = "/healthz"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """Everything the app needs, resolved once at start-up."""
+
+    store_path: Path
+    policy: auth.AuthPolicy
+    credentials: auth.Credentials
+    max_body_bytes: int
+    max_json_depth: int
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, credentials: auth.Credentials | None = None
+    ) -> "ReceiverConfig":
+        return cls(
+            store_path=landing_path(settings.data_dir),
+            policy=auth.AuthPolicy.from_settings(settings),
+            credentials=auth.Credentials.from_env() if credentials is None else credentials,
+            max_body_bytes=settings.receiver_max_body_bytes,
+            max_json_depth=settings.receiver_max_json_depth,
+        )
+
+
+def create_app(settings: Settings, credentials: auth.Credentials | None = None) -> Starlette:
+    """The receiver app for `settings`; secrets from the environment unless `credentials`."""
+    return create_app_from_config(ReceiverConfig.from_settings(settings, credentials))
+
+
+def create_app_from_config(config: ReceiverConfig) -> Starlette:
+    """The receiver app for a resolved `ReceiverConfig`."""
+    counters: Counter[str] = Counter()
+    state: dict[str, LandingWriter] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        writer = LandingWriter(config.store_path)
+        state["writer"] = writer
+        log.info(
+            "receiver: landing events in %s (webhook auth: %s, push auth: %s)",
+            config.store_path,
+            "HMAC signature" if config.credentials.webhook_secret else "OPEN (no secret)",
+            _push_auth_label(config.credentials),
+        )
+        try:
+            yield
+        finally:
+            writer.close()
+
+    async def webhook(request: Request) -> JSONResponse:
+        return await _receive(request, "webhook")
+
+    async def push(request: Request) -> JSONResponse:
+        return await _receive(request, "push")
+
+    async def healthz(request: Request) -> JSONResponse:
+        writer = state.get("writer")
+        if writer is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "counters": dict(sorted(counters.items()))})
+
+    async def _receive(request: Request, source: str) -> JSONResponse:
+        peer = request.client.host if request.client else "?"
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+        except _TooLarge:
+            return _refuse(
+                counters,
+                source,
+                peer,
+                413,
+                f"body larger than {config.max_body_bytes} bytes (CDR_RECEIVER_MAX_BODY_BYTES)",
+            )
+        try:
+            method = auth.authenticate(
+                source, body, request.headers, config.credentials, config.policy
+            )
+        except auth.AuthError as error:
+            return _refuse(counters, source, peer, 401, str(error))
+        content_type_error = _check_content_type(request.headers.get("content-type"))
+        if content_type_error:
+            return _refuse(counters, source, peer, 415, content_type_error)
+        try:
+            document = envelope.parse_json(body, max_depth=config.max_json_depth)
+            delivery = envelope.read_delivery(document, source=source)
+        except envelope.PayloadError as error:
+            return _refuse(counters, source, peer, error.status, error.reason)
+        if not delivery.stores_call:
+            counters[f"{source}_ignored"] += 1
+            counters[f"ignored_type:{delivery.event_type}"] += 1
+            return JSONResponse(
+                {
+                    "status": "ignored",
+                    "reason": f"event type {delivery.event_type!r} carries no final CDR",
+                }
+            )
+        record = _record(source, delivery, body)
+        try:
+            stored = await asyncio.wrap_future(state["writer"].submit(record))
+        except Exception as error:
+            counters[f"{source}_store_failed"] += 1
+            log.error("receiver: could not land a %s event from %s: %s", source, peer, error)
+            return JSONResponse(
+                {"status": "error", "reason": "the landing store could not be written; retry"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        counters[f"{source}_{'duplicate' if stored.duplicate else 'stored'}"] += 1
+        counters[f"auth_{method}"] += 1
+        return JSONResponse(
+            {"status": "duplicate" if stored.duplicate else "stored", "seq": stored.seq}
+        )
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, webhook, methods=["POST"]),
+            Route(PUSH_PATH, push, methods=["POST"]),
+            Route(HEALTH_PATH, healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _push_auth_label(credentials: auth.Credentials) -> str:
+    methods = [
+        name
+        for name, value in (
+            ("bearer token", credentials.push_token),
+            ("HMAC signature", credentials.webhook_secret),
+        )
+        if value
+    ]
+    return " or ".join(methods) or "OPEN (no token or secret)"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_content_type(value: str | None) -> str | None:
+    """None if `value` is JSON in UTF-8, else the reason to refuse it."""
+    if not value:
+        return "missing Content-Type: send application/json"
+    media, *params = (part.strip() for part in value.split(";"))
+    media = media.lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return f"Content-Type must be application/json, got {media[:60]!r}"
+    for param in params:
+        name, _, charset = param.partition("=")
+        if name.strip().lower() == "charset" and charset.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return f"charset must be utf-8, got {charset.strip()[:30]!r}"
+    return None
+
+
+def _refuse(
+    counters: Counter[str], source: str, peer: str, status: int, reason: str
+) -> JSONResponse:
+    counters[f"{source}_refused_{status}"] += 1
+    log.warning("receiver: %s from %s refused with %d: %s", source, peer, status, reason)
+    return JSONResponse({"status": "refused", "reason": reason}, status_code=status)
+
+
+def _scalar_text(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _record(source: str, delivery: envelope.Delivery, body: bytes) -> LandingRecord:
+    cdr = delivery.cdr or {}
+    if delivery.event_id:
+        dedup_key = f"{source}:id:{delivery.event_id}"
+    else:
+        canonical = json.dumps(cdr, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        dedup_key = f"{source}:sha256:{hashlib.sha256(canonical.encode()).hexdigest()}"
+    text = body.decode("utf-8")
+    return LandingRecord(
+        received_at=dt.datetime.now(dt.UTC),
+        source=source,
+        event_type=delivery.event_type,
+        event_id=delivery.event_id,
+        dedup_key=dedup_key,
+        callid=_scalar_text(envelope.cdr_value(cdr, "callid")),
+        started=_scalar_text(envelope.cdr_value(cdr, "started")),
+        cdr_path=delivery.cdr_path,
+        body=text[1:] if text.startswith("\ufeff") else text,
+    )
+
+
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    forwarded_allow_ips: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Run the receiver with uvicorn until interrupted (one process: one landing writer)."""
+    import uvicorn
+
+    credentials = auth.Credentials.from_env()
+    auth.require_credentials_off_loopback(host, credentials)
+    app = create_app(settings, credentials)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )

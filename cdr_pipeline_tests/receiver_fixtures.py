@@ -1,0 +1,230 @@
+"""Helpers for the receiver tests: sample CDRs and events, signing, and real servers on loopback.
+
+`ThreadedReceiver` runs the app under uvicorn in a thread of the test process (fast, for
+request-level tests); `ReceiverProcess` runs `cdr-pipeline receiver` as a separate process, which
+the load and kill tests need (a real server that can be SIGKILLed).
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from cdr_pipeline.config import Settings
+from cdr_pipeline.receiver import auth
+from cdr_pipeline.receiver.app import create_app
+
+SECRET = "whsec-test-3b9d0c7e15"
+TOKEN = "push-token-test-8c41aa"
+WEBHOOK_URL = "/callr/webhook"
+PUSH_URL = "/callr/push"
+
+
+def sample_cdr(
+    callid: int | str, started: str = "2026-11-02T10:15:00+01:00", **fields: Any
+) -> dict:
+    """A complete, valid Callr CDR as a webhook carries it (JSON types, not all strings)."""
+    cdr = {
+        "billingCredit": "0",
+        "billingDebit": "12.75",
+        "billingDestinationLabel": "France - Mobile",
+        "billingPaymentType": "postpaid",
+        "callee": "+33612345678",
+        "callerName": "ACME",
+        "callerNumber": "+33199001234",
+        "callerRestricted": False,
+        "callid": callid,
+        "direction": "inbound",
+        "durationAnswered": 55,
+        "durationBilled": 60,
+        "durationTotal": 62,
+        "started": started,
+        "answered": started,
+        "ended": started,
+        "hangupCause": 16,
+        "hangupSource": "caller",
+        "hangupTech": "SIP 200",
+        "scenarioName": "Support",
+        "scenarioSid": "scn0001",
+        "scenarioTypeName": "Actions",
+        "scenarioTypeVersion": "1.0",
+        "status": "answered",
+    }
+    cdr.update(fields)
+    return cdr
+
+
+def webhook_event(cdr: dict, *, event_id: str | None = None, event_type: str | None = None) -> dict:
+    """A webhook event envelope around `cdr` (type from its direction unless given)."""
+    event: dict[str, Any] = {"type": event_type or f"v2.call.{cdr['direction']}.ended"}
+    if event_id:
+        event["id"] = event_id
+    event["data"] = cdr
+    return event
+
+
+def encode(document: Any) -> bytes:
+    return json.dumps(document).encode()
+
+
+def signed_headers(
+    body: bytes, *, secret: str = SECRET, timestamp: int | None = None, stamp: bool = True
+) -> dict[str, str]:
+    """JSON content type and a valid signature (with a current timestamp unless `stamp=False`)."""
+    headers = {"content-type": "application/json"}
+    if stamp:
+        ts = int(time.time()) if timestamp is None else timestamp
+        headers["x-callr-timestamp"] = str(ts)
+        headers["x-callr-signature"] = auth.sign(secret.encode(), body, ts)
+    else:
+        headers["x-callr-signature"] = auth.sign(secret.encode(), body)
+    return headers
+
+
+def bearer_headers(token: str = TOKEN) -> dict[str, str]:
+    return {"content-type": "application/json", "authorization": f"Bearer {token}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def settings_for(data_dir: Path, **env: str) -> Settings:
+    return Settings.from_env({"CDR_DATA_DIR": str(data_dir), **env})
+
+
+class ThreadedReceiver:
+    """The receiver app under uvicorn in a daemon thread on a free loopback port."""
+
+    def __init__(self, settings: Settings, credentials: auth.Credentials) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(settings, credentials),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ThreadedReceiver":
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the receiver did not start within 10 s")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+
+def receiver_command(port: int) -> list[str]:
+    """`cdr-pipeline receiver` from this virtualenv (the real console script)."""
+    script = Path(sys.executable).parent / "cdr-pipeline"
+    args = ["receiver", "--host", "127.0.0.1", "--port", str(port)]
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-c", "import sys; from cdr_pipeline.cli import main; "
+            "sys.exit(main(sys.argv[1:]))", *args]  # fmt: skip
+
+
+class ReceiverProcess:
+    """`cdr-pipeline receiver` in its own process, waited for until `/healthz` answers."""
+
+    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None, **env: str):
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "CDR_DATA_DIR": str(data_dir),
+            "CDR_WEBHOOK_SECRET": SECRET,
+            "CDR_PUSH_TOKEN": TOKEN,
+            **env,
+        }
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> "ReceiverProcess":
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            receiver_command(self.port), env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"receiver exited with {self.process.returncode}: "
+                    + self.log_path.read_text(errors="replace")[-2000:]
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"receiver did not answer /healthz within {timeout_s} s")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is flushed by the process."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> "ReceiverProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def landed(data_dir: Path) -> Iterator[list[tuple]]:
+    """Rows of the landing store (seq, source, event_type, event_id, callid), for assertions."""
+    import sqlite3
+
+    from cdr_pipeline.receiver.landing import landing_path
+
+    path = landing_path(data_dir)
+    if not path.exists():
+        yield []
+        return
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        yield con.execute(
+            "SELECT seq, source, event_type, event_id, callid FROM events ORDER BY seq"
+        ).fetchall()
+    finally:
+        con.close()

@@ -1,0 +1,234 @@
+"""Receiver authentication: HMAC signatures (valid, wrong, missing, replayed, altered), bearer
+tokens, and secrets that never leak."""
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cdr_pipeline.config import ConfigError
+from cdr_pipeline.receiver import auth
+from cdr_pipeline_tests.receiver_fixtures import (
+    PUSH_URL,
+    SECRET,
+    TOKEN,
+    WEBHOOK_URL,
+    ThreadedReceiver,
+    bearer_headers,
+    encode,
+    landed,
+    sample_cdr,
+    settings_for,
+    signed_headers,
+    webhook_event,
+)
+
+POLICY = auth.AuthPolicy("X-Callr-Signature", "X-Callr-Timestamp", tolerance_s=300)
+BODY = encode(webhook_event(sample_cdr(1001), event_id="evt-1"))
+NOW = 1_790_000_000
+
+
+class _Ci(dict):
+    """A case-insensitive header mapping, like Starlette's `Headers`."""
+
+    def get(self, key, default=None):  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
+def _verify(headers: dict[str, str], body: bytes = BODY, **kw) -> None:
+    auth.verify_signature(SECRET.encode(), body, _Ci(headers), POLICY, now=NOW, **kw)
+
+
+def test_valid_signature_in_hex_prefixed_bare_and_base64_forms():
+    digest = hmac.new(SECRET.encode(), BODY, hashlib.sha256).digest()
+    for value in (
+        f"sha256={digest.hex()}",
+        digest.hex(),
+        digest.hex().upper(),
+        base64.b64encode(digest).decode(),
+        f"sha256=00{digest.hex()[2:]}, sha256={digest.hex()}",  # rotation: one of several
+    ):
+        _verify({"x-callr-signature": value})
+
+
+def test_valid_signature_with_timestamp_inside_tolerance():
+    for ts in (NOW, NOW - 299, NOW + 299):
+        signature = auth.sign(SECRET.encode(), BODY, ts)
+        _verify({"x-callr-signature": signature, "x-callr-timestamp": str(ts)})
+
+
+def test_wrong_secret_is_refused():
+    with pytest.raises(auth.AuthError, match="bad signature"):
+        _verify({"x-callr-signature": auth.sign(b"another-secret", BODY)})
+
+
+def test_missing_signature_is_refused():
+    with pytest.raises(auth.AuthError, match="missing signature header X-Callr-Signature"):
+        _verify({})
+
+
+def test_garbage_signature_is_refused():
+    for value in ("", "sha256=", "sha256=zz", "not base64 !", "c2hvcnQ="):
+        with pytest.raises(auth.AuthError):
+            _verify({"x-callr-signature": value})
+
+
+def test_body_altered_after_signing_is_refused():
+    signature = auth.sign(SECRET.encode(), BODY)
+    altered = BODY.replace(b'"12.75"', b'"0.01"')
+    assert altered != BODY
+    with pytest.raises(auth.AuthError, match="bad signature"):
+        _verify({"x-callr-signature": signature}, body=altered)
+
+
+def test_replay_outside_tolerance_is_refused():
+    old = NOW - 301
+    signature = auth.sign(SECRET.encode(), BODY, old)
+    with pytest.raises(auth.AuthError, match="301 s old, outside the 300 s tolerance"):
+        _verify({"x-callr-signature": signature, "x-callr-timestamp": str(old)})
+    future = NOW + 3600
+    signature = auth.sign(SECRET.encode(), BODY, future)
+    with pytest.raises(auth.AuthError, match="in the future"):
+        _verify({"x-callr-signature": signature, "x-callr-timestamp": str(future)})
+
+
+def test_timestamp_is_part_of_the_signed_message():
+    # A signature made with one timestamp does not verify with the timestamp changed (to pass
+    # the tolerance window), nor with the timestamp header removed.
+    signature = auth.sign(SECRET.encode(), BODY, NOW - 1000)
+    with pytest.raises(auth.AuthError, match="bad signature"):
+        _verify({"x-callr-signature": signature, "x-callr-timestamp": str(NOW)})
+    with pytest.raises(auth.AuthError, match="bad signature"):
+        _verify({"x-callr-signature": signature})
+
+
+def test_required_timestamp_and_malformed_timestamp():
+    policy = auth.AuthPolicy("X-Callr-Signature", "X-Callr-Timestamp", 300, require_timestamp=True)
+    with pytest.raises(auth.AuthError, match="missing timestamp header"):
+        auth.verify_signature(
+            SECRET.encode(),
+            BODY,
+            _Ci({"x-callr-signature": auth.sign(SECRET.encode(), BODY)}),
+            policy,
+            now=NOW,
+        )
+    with pytest.raises(auth.AuthError, match="must be Unix seconds"):
+        _verify({"x-callr-signature": "sha256=00", "x-callr-timestamp": "yesterday"})
+
+
+def test_configurable_header_names():
+    policy = auth.AuthPolicy("X-Hub-Signature-256", "X-Hub-Time", 60)
+    ts = NOW
+    headers = _Ci(
+        {"x-hub-signature-256": auth.sign(SECRET.encode(), BODY, ts), "x-hub-time": str(ts)}
+    )
+    auth.verify_signature(SECRET.encode(), BODY, headers, policy, now=NOW)
+
+
+def test_bearer_token():
+    auth.verify_bearer(TOKEN.encode(), _Ci({"authorization": f"Bearer {TOKEN}"}))
+    auth.verify_bearer(TOKEN.encode(), _Ci({"authorization": f"bearer  {TOKEN} "}))
+    for value, reason in (
+        (None, "missing Authorization"),
+        (f"Basic {TOKEN}", "must be `Bearer <token>`"),
+        ("Bearer ", "must be `Bearer <token>`"),
+        (f"Bearer {TOKEN}x", "bad bearer token"),
+    ):
+        headers = _Ci({} if value is None else {"authorization": value})
+        with pytest.raises(auth.AuthError, match=reason):
+            auth.verify_bearer(TOKEN.encode(), headers)
+
+
+def test_authenticate_per_endpoint():
+    both = auth.Credentials(SECRET.encode(), TOKEN.encode())
+    signed = _Ci({"x-callr-signature": auth.sign(SECRET.encode(), BODY)})
+    bearer = _Ci({"authorization": f"Bearer {TOKEN}"})
+    assert auth.authenticate("webhook", BODY, signed, both, POLICY) == "signature"
+    assert auth.authenticate("push", BODY, bearer, both, POLICY) == "bearer"
+    assert auth.authenticate("push", BODY, signed, both, POLICY) == "signature"
+    with pytest.raises(auth.AuthError):  # the push token does not open the webhook endpoint
+        auth.authenticate("webhook", BODY, bearer, both, POLICY)
+    token_only = auth.Credentials(None, TOKEN.encode())
+    assert auth.authenticate("webhook", BODY, _Ci({}), token_only, POLICY) == "open"
+    with pytest.raises(auth.AuthError, match="missing Authorization"):
+        auth.authenticate("push", BODY, _Ci({}), token_only, POLICY)
+    assert auth.authenticate("push", BODY, _Ci({}), auth.Credentials(), POLICY) == "open"
+
+
+def test_credentials_never_show_secrets():
+    credentials = auth.Credentials.from_env({"CDR_WEBHOOK_SECRET": SECRET, "CDR_PUSH_TOKEN": TOKEN})
+    for text in (repr(credentials), str(credentials)):
+        assert SECRET not in text and TOKEN not in text
+    assert auth.Credentials.from_env({"CDR_WEBHOOK_SECRET": ""}).webhook_secret is None
+
+
+def test_unauthenticated_receiver_is_refused_off_loopback():
+    auth.require_credentials_off_loopback("127.0.0.1", auth.Credentials())
+    auth.require_credentials_off_loopback("::1", auth.Credentials())
+    auth.require_credentials_off_loopback("0.0.0.0", auth.Credentials(SECRET.encode()))
+    with pytest.raises(ConfigError, match=r"refusing to listen on 0\.0\.0\.0"):
+        auth.require_credentials_off_loopback("0.0.0.0", auth.Credentials())
+
+
+# --- over HTTP: 401 and nothing written ------------------------------------------------------
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[ThreadedReceiver]:
+    credentials = auth.Credentials(SECRET.encode(), TOKEN.encode())
+    with ThreadedReceiver(settings_for(tmp_path), credentials) as server:
+        yield server
+
+
+def _post(server: ThreadedReceiver, path: str, body: bytes, headers: dict) -> httpx.Response:
+    return httpx.post(server.base_url + path, content=body, headers=headers, timeout=10)
+
+
+def test_http_valid_signature_is_stored(receiver: ThreadedReceiver, tmp_path: Path):
+    response = _post(receiver, WEBHOOK_URL, BODY, signed_headers(BODY))
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "stored"
+    with landed(tmp_path) as rows:
+        assert [(r[1], r[3], r[4]) for r in rows] == [("webhook", "evt-1", "1001")]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "wrong_secret", "replayed", "altered_body", "bearer_on_webhook", "bad_bearer"],
+)
+def test_http_unauthenticated_requests_get_401_and_nothing_is_written(
+    receiver: ThreadedReceiver, tmp_path: Path, case: str
+):
+    body, path = BODY, WEBHOOK_URL
+    if case == "missing":
+        headers = {"content-type": "application/json"}
+    elif case == "wrong_secret":
+        headers = signed_headers(BODY, secret="not-the-secret")
+    elif case == "replayed":
+        headers = signed_headers(BODY, timestamp=int(time.time()) - 3600)
+    elif case == "altered_body":
+        headers = signed_headers(BODY)
+        body = BODY.replace(b"1001", b"1002")
+    elif case == "bearer_on_webhook":
+        headers = bearer_headers()
+    else:
+        path, headers = PUSH_URL, bearer_headers("wrong-token")
+    response = _post(receiver, path, body, headers)
+    assert response.status_code == 401, response.text
+    reason = response.json()["reason"]
+    assert SECRET not in reason and TOKEN not in reason
+    with landed(tmp_path) as rows:
+        assert rows == []
+
+
+def test_http_push_with_bearer_token(receiver: ThreadedReceiver, tmp_path: Path):
+    body = encode({"cdr": sample_cdr(2002)})
+    response = _post(receiver, PUSH_URL, body, bearer_headers())
+    assert response.status_code == 200 and response.json()["status"] == "stored"
+    with landed(tmp_path) as rows:
+        assert [(r[1], r[4]) for r in rows] == [("push", "2002")]
