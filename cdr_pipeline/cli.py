@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cdr-pipeline` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Library chatter (HTTP requests, storage migrations) only with --verbose.
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
     try:
         return args.command(args)
     except ConfigError as error:
@@ -43,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--end", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
     backfill.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
     backfill.set_defaults(command=cmd_backfill)
+
+    sql = sub.add_parser("sql", help="run one read-only SQL query against the warehouse")
+    sql.add_argument("query", help='e.g. "SELECT * FROM daily_kpis ORDER BY call_date"')
+    sql.add_argument("--max-rows", type=int, default=50, help="rows to show (default 50)")
+    sql.set_defaults(command=cmd_sql)
 
     simulator = sub.add_parser("simulator", help="serve a fake Callr export API on loopback")
     simulator.add_argument("--port", type=int, default=8765)
@@ -79,6 +86,39 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
     api_key = args.api_key or os.environ.get("CALLR_API_KEY") or "sim-key"
     serve(args.host, args.port, api_key)
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+    import polars as pl
+
+    from cdr_pipeline import warehouse
+
+    settings = Settings.from_env()
+    if not settings.warehouse.exists():
+        raise ConfigError(
+            f"no warehouse at {settings.warehouse}: run `cdr-pipeline demo` or a backfill first, "
+            "or set CDR_WAREHOUSE"
+        )
+    # Read-only and short-lived: the connection is closed as soon as the result is in memory,
+    # so a quick question never holds the file against the loader for long.
+    with warehouse.connect(settings.warehouse, read_only=True, lock_wait_s=60) as con:
+        try:
+            result = con.sql(args.query)
+            frame = result.pl() if result is not None else None
+        except duckdb.Error as error:
+            print(f"cdr-pipeline sql: {error}", file=sys.stderr)
+            return 1
+    if frame is not None:
+        with pl.Config(
+            tbl_rows=args.max_rows,
+            tbl_cols=-1,
+            tbl_width_chars=200,
+            fmt_str_lengths=60,
+            tbl_hide_column_data_types=True,
+        ):
+            print(frame)
     return 0
 
 
@@ -175,10 +215,23 @@ def _print_summary(settings: Settings, days: list[dt.date]) -> None:
             params=[[d.isoformat() for d in days]],
         ).pl()
         kpis = con.sql(
-            "SELECT * FROM daily_kpis WHERE call_date BETWEEN ? AND ? ORDER BY call_date, direction",
+            """
+            SELECT call_date, direction, calls, answered_calls AS answered,
+                   round(100 * asr, 1) AS "asr_%", round(100 * ner, 1) AS "ner_%",
+                   round(acd_s)::INT AS acd_s, round(billed_minutes)::INT AS billed_min,
+                   round(billing_debit, 2) AS debit, round(cost_per_billed_minute, 4) AS per_min,
+                   peak_concurrent_calls AS peak_conc
+            FROM daily_kpis WHERE call_date BETWEEN ? AND ? ORDER BY call_date, direction
+            """,
             params=[days[0], days[-1]],
         ).pl()
-    with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_width_chars=160, tbl_hide_dataframe_shape=True):
+    with pl.Config(
+        tbl_rows=100,
+        tbl_cols=-1,
+        tbl_width_chars=160,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+    ):
         print("\nRows per day")
         print(per_day)
         print("\nDaily KPIs")
@@ -187,5 +240,5 @@ def _print_summary(settings: Settings, days: list[dt.date]) -> None:
     print(f"\nRaw exports:   {lake_root / 'raw'}")
     print(f"Typed Parquet: {lake_root / 'parquet' / 'calls'}")
     print(f"Warehouse:     {settings.warehouse}")
-    print(f'Query it:      uv run python -c "import duckdb; print(duckdb.connect(\'{settings.warehouse}\', read_only=True).sql(\'FROM daily_kpis\'))"')
+    print('Query it:      uv run cdr-pipeline sql "FROM daily_kpis ORDER BY ALL"')
     print(f"Daily report:  {report.report_path(report.reports_dir(lake_root), days[-1])}")

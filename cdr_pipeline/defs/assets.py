@@ -99,6 +99,7 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             for direction in DIRECTIONS
         ]
         staging = lake.lake.staging_dir / f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
         started = time.perf_counter()
         try:
             result = normalize.normalize_exports(

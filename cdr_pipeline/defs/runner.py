@@ -11,7 +11,9 @@ import dagster as dg
 
 from cdr_pipeline.defs.definitions import DAILY_JOB, REFERENCE_JOB
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The CLI prints one line per day and the cause of a failure; Dagster's own console log (with
+# stack traces) is for --verbose and the UI's event log.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass(frozen=True)
