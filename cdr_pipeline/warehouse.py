@@ -23,6 +23,11 @@ not by the order the loads ran in, which is what makes loads idempotent in any o
 A partition's load is one transaction: it removes the rows it loaded before that its export no
 longer holds (restoring them from another partition's Parquet if one also carries them), merges
 its calls by `call_id` under that rank, and replaces its `call_rejects`.
+
+Real-time rows (webhook / push, see `upsert_realtime`) only ever add or replace: a batch of landed
+events is merged under the same rank (so an export row is never replaced by a real-time one,
+and a newer real-time delivery replaces an older one), its rejects are appended, and the landing
+store's watermark (`realtime_watermark`) advances in the same transaction.
 """
 
 import datetime as dt
@@ -337,3 +342,134 @@ def partition_counts(con: duckdb.DuckDBPyConnection, partition: dt.date) -> dict
 def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:
     row = con.execute(sql, params or []).fetchone()
     return int(row[0]) if row else 0
+
+
+REALTIME_WATERMARK_TABLE = "realtime_watermark"
+REALTIME_SEEN_TABLE = "realtime_calls_seen"
+
+
+def ensure_realtime_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the two bookkeeping tables of real-time loads, if they are missing.
+
+    - `realtime_watermark`: per landing store, the highest event `seq` loaded;
+    - `realtime_calls_seen`: every call a real-time delivery typed successfully (the export
+      may replace its row in `calls` later; this remembers that it was seen in real time).
+    """
+    ensure_schema(con)
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {REALTIME_WATERMARK_TABLE} ("
+        "landing_store_id VARCHAR PRIMARY KEY, through_seq BIGINT NOT NULL, "
+        "loaded_at TIMESTAMPTZ NOT NULL)"
+    )
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {REALTIME_SEEN_TABLE} ("
+        "call_id BIGINT PRIMARY KEY, call_date DATE NOT NULL, direction VARCHAR NOT NULL, "
+        "source VARCHAR NOT NULL, first_loaded_at TIMESTAMPTZ NOT NULL, "
+        "last_loaded_at TIMESTAMPTZ NOT NULL)"
+    )
+
+
+def realtime_watermark(con: duckdb.DuckDBPyConnection, landing_store_id: str) -> int:
+    """The highest landed `seq` already loaded from that landing store (0 if none)."""
+    exists = _count(
+        con,
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+        [REALTIME_WATERMARK_TABLE],
+    )
+    if not exists:
+        return 0
+    return _count(
+        con,
+        f"SELECT coalesce(max(through_seq), 0) FROM {REALTIME_WATERMARK_TABLE} "
+        "WHERE landing_store_id = ?",
+        [landing_store_id],
+    )
+
+
+@dataclass(frozen=True)
+class RealtimeLoadStats:
+    """What one real-time batch did to the warehouse."""
+
+    incoming_calls: int
+    calls_written: int  # inserted, or replacing an older real-time row
+    calls_kept_export: int  # the export already holds the call: its row wins
+    rejects: int
+    table_rows: int
+    through_seq: int
+
+
+def upsert_realtime(
+    con: duckdb.DuckDBPyConnection,
+    calls_files: Sequence[Path],
+    rejects_files: Sequence[Path],
+    *,
+    landing_store_id: str,
+    through_seq: int,
+) -> RealtimeLoadStats:
+    """Merge typed real-time calls and append their rejects, in one transaction.
+
+    Unlike `load_partition`, nothing is removed: a real-time batch is not a day's full truth.
+    `calls_files` must hold each `call_id` once (the real-time loader keeps the latest delivery
+    of a call). Their `load_partition` is their `call_date`. An incoming row replaces the table's
+    row for its `call_id` unless that row came from the export (`_RANK`); the landing store's
+    watermark becomes `through_seq` in the same transaction, so a batch is loaded exactly once.
+    """
+    ensure_realtime_schema(con)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if calls_files:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT {_CALL_NAMES}, "
+                "call_date AS load_partition FROM read_parquet(?, hive_partitioning = false)",
+                [[str(p) for p in calls_files]],
+            )
+        else:
+            con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM calls LIMIT 0")
+        incoming = _count(con, "SELECT count(*) FROM incoming")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE winners AS SELECT i.* FROM incoming i "
+            "LEFT JOIN calls c USING (call_id) "
+            "WHERE c.call_id IS NULL OR c.source <> 'export' "
+            f"OR {_RANK.format(t='i')} >= {_RANK.format(t='c')}"
+        )
+        written = _count(con, "SELECT count(*) FROM winners")
+        con.execute("DELETE FROM calls WHERE call_id IN (SELECT call_id FROM winners)")
+        con.execute("INSERT INTO calls BY NAME SELECT * FROM winners")
+        con.execute(
+            f"INSERT INTO {REALTIME_SEEN_TABLE} "
+            "SELECT call_id, call_date, direction, source, now(), now() FROM incoming "
+            "ON CONFLICT (call_id) DO UPDATE SET call_date = excluded.call_date, "
+            "direction = excluded.direction, source = excluded.source, "
+            "last_loaded_at = excluded.last_loaded_at"
+        )
+        rejects = 0
+        if rejects_files:
+            before = _count(con, f"SELECT count(*) FROM {REJECTS_TABLE}")
+            con.execute(
+                f"INSERT INTO {REJECTS_TABLE} BY NAME "
+                "SELECT * FROM read_parquet(?, hive_partitioning = false)",
+                [[str(p) for p in rejects_files]],
+            )
+            rejects = _count(con, f"SELECT count(*) FROM {REJECTS_TABLE}") - before
+        con.execute(
+            f"INSERT INTO {REALTIME_WATERMARK_TABLE} VALUES (?, ?, now()) "
+            "ON CONFLICT (landing_store_id) DO UPDATE SET "
+            "through_seq = excluded.through_seq, loaded_at = excluded.loaded_at",
+            [landing_store_id, through_seq],
+        )
+        table_rows = _count(con, "SELECT count(*) FROM calls")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for temp in ("incoming", "winners"):
+            con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
+    return RealtimeLoadStats(
+        incoming_calls=incoming,
+        calls_written=written,
+        calls_kept_export=incoming - written,
+        rejects=rejects,
+        table_rows=table_rows,
+        through_seq=through_seq,
+    )

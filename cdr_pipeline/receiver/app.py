@@ -271,6 +271,8 @@ def serve(
 
     credentials = auth.Credentials.from_env()
     auth.require_credentials_off_loopback(host, credentials)
+    # A server's start-up line and refusals belong in its log, however quiet the CLI is.
+    logging.getLogger("cdr_pipeline.receiver").setLevel(logging.INFO)
     app = create_app(settings, credentials)
     uvicorn.run(
         app,
@@ -281,4 +283,5 @@ def serve(
         forwarded_allow_ips=forwarded_allow_ips,
         server_header=False,
         timeout_graceful_shutdown=10,
+        log_config=None,  # keep the CLI's logging: one format for uvicorn and the receiver
     )
