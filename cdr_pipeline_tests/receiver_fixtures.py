@@ -8,13 +8,15 @@ the load and kill tests need (a real server that can be SIGKILLed).
 import contextlib
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +230,118 @@ def landed(data_dir: Path) -> Iterator[list[tuple]]:
         ).fetchall()
     finally:
         con.close()
+
+
+# --- load generation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request of a load run: HTTP status (None on a transport error), latency, seq."""
+
+    index: int
+    status: int | None
+    latency_s: float
+    seq: int | None = None
+    error: str | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status == 200
+
+
+def signed_webhook(callid: int, *, started: str = "2026-11-02T10:15:00+01:00") -> bytes:
+    """A webhook event body for a new call (unique event id)."""
+    return encode(webhook_event(sample_cdr(callid, started=started), event_id=f"evt-{callid}"))
+
+
+def send_events(
+    base_url: str, bodies: Sequence[bytes], *, concurrency: int = 50, timeout_s: float = 120.0
+) -> list[Outcome]:
+    """POST every body (signed) from `concurrency` concurrent clients; bounded by `timeout_s`.
+
+    Each client is a thread with its own keep-alive `httpx.Client` (an `AsyncClient` costs
+    about 5x more CPU per request here, and the client, not the receiver, became the limit).
+    """
+    deadline = time.monotonic() + timeout_s
+    pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(bodies)):
+        pending.put(index)
+    outcomes: list[Outcome] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as http:
+            while time.monotonic() < deadline:
+                try:
+                    index = pending.get_nowait()
+                except queue.Empty:
+                    return
+                body = bodies[index]
+                started = time.perf_counter()
+                try:
+                    response = http.post(WEBHOOK_URL, content=body, headers=signed_headers(body))
+                except httpx.HTTPError as error:
+                    elapsed = time.perf_counter() - started
+                    outcomes.append(Outcome(index, None, elapsed, error=type(error).__name__))
+                    continue
+                elapsed = time.perf_counter() - started
+                seq = response.json().get("seq") if response.status_code == 200 else None
+                outcomes.append(Outcome(index, response.status_code, elapsed, seq))
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()) + 30)
+    return list(outcomes)
+
+
+def latency_summary(outcomes: Sequence[Outcome], wall_s: float) -> dict[str, float]:
+    """p50 / p99 / max latency (ms) of acknowledged requests, and throughput."""
+    latencies = sorted(o.latency_s for o in outcomes if o.acknowledged)
+    if not latencies:
+        return {"acknowledged": 0}
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 1)
+
+    return {
+        "requests": len(outcomes),
+        "acknowledged": len(latencies),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(latencies[-1] * 1000, 1),
+        "wall_s": round(wall_s, 2),
+        "events_per_s": round(len(latencies) / wall_s, 1),
+    }
+
+
+# --- Dagster: the sensor and the run it requests -------------------------------------------------
+
+
+@dataclass
+class SensorOutcome:
+    """One sensor tick and the runs it requested (executed in process)."""
+
+    cursor: str | None
+    skip_message: str | None
+    run_ids: list[str]
+    success: bool
+
+
+def sensor_tick(defs: Any, instance: Any, cursor: str | None = None) -> SensorOutcome:
+    """Evaluate `realtime_events_sensor` once, and execute every run it requests."""
+    import dagster as dg
+
+    from cdr_pipeline.defs.realtime import REALTIME_JOB, REALTIME_SENSOR
+
+    sensor = defs.resolve_sensor_def(REALTIME_SENSOR)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
+        result = sensor.evaluate_tick(context)
+    run_ids, success = [], True
+    job = defs.resolve_job_def(REALTIME_JOB)
+    for request in result.run_requests or []:
+        run = job.execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
+        run_ids.append(run.run_id)
+        success = success and run.success
+    return SensorOutcome(result.cursor, result.skip_message, run_ids, success)
