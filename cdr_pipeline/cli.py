@@ -242,3 +242,7 @@ def _print_summary(settings: Settings, days: list[dt.date]) -> None:
     print(f"Warehouse:     {settings.warehouse}")
     print('Query it:      uv run cdr-pipeline sql "FROM daily_kpis ORDER BY ALL"')
     print(f"Daily report:  {report.report_path(report.reports_dir(lake_root), days[-1])}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,7 +44,7 @@ def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
 def run_reference_tables(defs: dg.Definitions, instance: dg.DagsterInstance) -> PartitionOutcome:
     """Materialise the unpartitioned reference tables (q850_causes)."""
     started = time.perf_counter()
-    result = defs.get_job_def(REFERENCE_JOB).execute_in_process(
+    result = defs.resolve_job_def(REFERENCE_JOB).execute_in_process(
         instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG
     )
     return PartitionOutcome(
@@ -61,7 +61,7 @@ def run_partitions(
     verbose: bool = False,
 ) -> list[PartitionOutcome]:
     """Run the daily job for each day, in order, recording each run in `instance`."""
-    job = defs.get_job_def(DAILY_JOB)
+    job = defs.resolve_job_def(DAILY_JOB)
     outcomes = []
     for day in days:
         started = time.perf_counter()
