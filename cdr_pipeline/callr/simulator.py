@@ -51,6 +51,7 @@ import logging
 import random
 import re
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -896,6 +897,17 @@ class ServedRequest:
     fault: str | None = None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up early (curl | head, a timed-out test client) is routine here."""
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            logger.debug("client %s hung up: %s", client_address, error)
+            return
+        super().handle_error(request, client_address)
+
+
 class SimulatorServer:
     """The fake Callr export API on a loopback port, in a daemon thread.
 
@@ -976,7 +988,7 @@ class SimulatorServer:
         """Bind the port and serve in a daemon thread."""
         if self._httpd is not None:
             return self
-        httpd = ThreadingHTTPServer((self._host, self._port), _Handler)
+        httpd = _QuietServer((self._host, self._port), _Handler)
         httpd.daemon_threads = True
         httpd.simulator = self  # type: ignore[attr-defined]
         self._httpd = httpd
