@@ -85,6 +85,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     from cdr_pipeline.callr.simulator import serve
 
     api_key = args.api_key or os.environ.get("CALLR_API_KEY") or "sim-key"
+    logging.getLogger("cdr_pipeline").setLevel(logging.INFO)  # say where it listens
     serve(args.host, args.port, api_key)
     return 0
 
