@@ -118,6 +118,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
             tbl_width_chars=200,
             fmt_str_lengths=60,
             tbl_hide_column_data_types=True,
+            tbl_hide_dataframe_shape=True,
         ):
             print(frame)
     return 0
