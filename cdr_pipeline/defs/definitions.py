@@ -5,6 +5,7 @@ import dagster as dg
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs.analytics import ANALYTICS_ASSETS, build_analytics_assets
 from cdr_pipeline.defs.assets import build_assets
+from cdr_pipeline.defs.realtime import build_realtime_definitions
 from cdr_pipeline.defs.resources import CallrResource, WarehouseResource
 from cdr_pipeline.defs.schedules import build_daily_schedule
 
@@ -31,7 +32,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.assets("q850_causes"),
         description="Static reference tables (ITU-T Q.850 causes).",
     )
-    return dg.Definitions(
+    daily = dg.Definitions(
         assets=[*assets, *analytics],
         asset_checks=alert_checks,
         jobs=[daily_job, reference_job],
@@ -56,6 +57,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             ),
         },
     )
+    return dg.Definitions.merge(daily, build_realtime_definitions(settings))
 
 
 @dg.definitions

@@ -1,0 +1,359 @@
+"""Landed real-time events -> the export's normaliser -> an upsert into `calls`; reconciliation.
+
+A batch is every event landed after the warehouse's watermark for the landing store (at most
+`max_events`), loaded in one DuckDB transaction that also advances the watermark, so each
+event is loaded exactly once even if a run dies half-way.
+
+1. Each event's CDR object is read back from its body (numbers as written). Its keys are mapped
+   onto the Callr fields with the export reader's rule (`normalize.header_mapping`), its values
+   rendered as the text a CSV would hold: strings as they are, `true`/`false`, numbers as
+   written, null as empty. A CDR without `direction` takes it from its event type
+   (`v2.call.<direction>.ended`).
+2. Several deliveries of one call (same `callid`) in a batch: the last landed one is the call's
+   latest state and the only one typed; the others are counted as `superseded`.
+3. One CSV per source (webhook, push), header = the Callr fields (+ unknown keys), rows in
+   landing order, goes through `normalize.normalize_exports(..., source=...,
+   required_fields=ROW_KEY_FIELDS)` and `write_normalized` to Parquet, exactly as an export.
+4. Rejects are re-labelled for the real-time world: `source_row` is the landing `seq`, `raw`
+   the request body as received, `call_date` the day of `started` in CDR_TIMEZONE (the day
+   received if `started` does not parse), `direction` the CDR's or the event type's
+   (`unknown` if neither says).
+5. `warehouse.upsert_realtime` merges the calls (an export row always wins) and appends the
+   rejects.
+"""
+
+import csv
+import datetime as dt
+import json
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from cdr_pipeline import normalize, warehouse
+from cdr_pipeline.config import check_timezone
+from cdr_pipeline.receiver import envelope
+from cdr_pipeline.receiver.landing import LandedEvent, open_reader
+from cdr_pipeline.schema import (
+    DIRECTIONS,
+    REJECT_SCHEMA,
+    ROW_KEY_FIELDS,
+    SOURCE_FIELDS,
+)
+
+DEFAULT_MAX_EVENTS = 100_000
+_INT = re.compile(r"[+-]?[0-9]+")
+_UNREADABLE_DEPTH = 10_000  # the receiver enforced its limit already
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One event, ready for the CSV: canonical field -> text, and how to label a reject."""
+
+    event: LandedEvent
+    fields: dict[str, str]
+    extras: dict[str, str]
+    call_date: dt.date
+    direction: str
+
+
+@dataclass
+class RealtimeBatch:
+    """A batch of landed events, prepared: rows per source, and rows that cannot be typed."""
+
+    store_id: str
+    through_seq: int
+    events: int = 0
+    superseded: int = 0
+    rows: dict[str, list[_Row]] = field(default_factory=dict)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
+    unknown_fields: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class RealtimeResult:
+    """What a real-time load did (the asset's metadata)."""
+
+    store_id: str | None
+    watermark_before: int
+    through_seq: int
+    events: int
+    superseded: int
+    unknown_fields: tuple[str, ...]
+    load: warehouse.RealtimeLoadStats | None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):  # JsonNumber too: the number as written
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _local_day(started: str, received_at: dt.datetime, timezone: str) -> dt.date:
+    tz = check_timezone(timezone)
+    try:
+        instant = dt.datetime.fromisoformat(started.strip())
+    except ValueError:
+        return received_at.astimezone(tz).date()
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=dt.UTC)
+    return instant.astimezone(tz).date()
+
+
+def _call_key(callid: str) -> object | None:
+    """The identity of a call for in-batch dedup: the int64 the normaliser would parse."""
+    text = callid.strip()
+    if not text:
+        return None
+    return int(text) if _INT.fullmatch(text) else text
+
+
+def prepare_batch(events: Sequence[LandedEvent], *, store_id: str, timezone: str) -> RealtimeBatch:
+    """Read the CDRs of `events` (oldest first) into rows per source; see the module docstring."""
+    batch = RealtimeBatch(store_id=store_id, through_seq=events[-1].seq if events else 0)
+    batch.events = len(events)
+    latest: dict[object, _Row] = {}
+    keyless: list[_Row] = []
+    for event in events:
+        try:
+            document = envelope.parse_json(event.body.encode(), max_depth=_UNREADABLE_DEPTH)
+            cdr = envelope.cdr_at(document, event.cdr_path)
+            mapping, unknown = normalize.header_mapping(list(cdr))
+        except (envelope.PayloadError, normalize.ExportHeaderError, KeyError, TypeError) as e:
+            batch.unreadable.append(_unreadable(event, str(e), timezone))
+            continue
+        fields = {mapping[key]: _text(value) for key, value in cdr.items() if key in mapping}
+        extras = {key: _text(cdr[key]) for key in unknown}
+        batch.unknown_fields.update(unknown)
+        hinted = envelope.direction_of(event.event_type)
+        if not fields.get("direction", "").strip() and hinted:
+            fields["direction"] = hinted
+        own = fields.get("direction", "").strip().lower()
+        row = _Row(
+            event=event,
+            fields=fields,
+            extras=extras,
+            call_date=_local_day(fields.get("started", ""), event.received_at, timezone),
+            direction=own if own in DIRECTIONS else hinted or "unknown",
+        )
+        key = _call_key(fields.get("callid", ""))
+        if key is None:
+            keyless.append(row)
+        else:
+            if key in latest:
+                batch.superseded += 1
+            latest[key] = row
+    kept = sorted([*latest.values(), *keyless], key=lambda r: r.event.seq)
+    for row in kept:
+        batch.rows.setdefault(row.event.source, []).append(row)
+    return batch
+
+
+def _unreadable(event: LandedEvent, reason: str, timezone: str) -> dict[str, Any]:
+    return {
+        "call_date": _local_day(event.started or "", event.received_at, timezone),
+        "direction": envelope.direction_of(event.event_type) or "unknown",
+        "source_row": event.seq,
+        "raw": event.body,
+        "reason": f"CDR cannot be read: {reason}",
+        "source": event.source,
+    }
+
+
+def _write_csv(path: Path, rows: Sequence[_Row], extra_names: Sequence[str]) -> None:
+    header = [*SOURCE_FIELDS, *extra_names]
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(
+                [row.fields.get(name, "") for name in SOURCE_FIELDS]
+                + [row.extras.get(name, "") for name in extra_names]
+            )
+
+
+def _relabel_rejects(raw_rejects: Path, rows: Sequence[_Row], target: Path) -> None:
+    """Give a source's rejects their landing `seq`, body, call day and direction."""
+    labels = pl.DataFrame(
+        {
+            "source_row": list(range(1, len(rows) + 1)),
+            "__seq": [r.event.seq for r in rows],
+            "__raw": [r.event.body for r in rows],
+            "__call_date": [r.call_date for r in rows],
+            "__direction": [r.direction for r in rows],
+        },
+        schema={
+            "source_row": pl.Int64,
+            "__seq": pl.Int64,
+            "__raw": pl.String,
+            "__call_date": pl.Date,
+            "__direction": pl.String,
+        },
+    )
+    (
+        pl.read_parquet(raw_rejects)
+        .join(labels, on="source_row", how="left")
+        .select(
+            pl.col("__call_date").alias("call_date"),
+            pl.col("__direction").alias("direction"),
+            pl.col("__seq").alias("source_row"),
+            pl.col("__raw").alias("raw"),
+            "reason",
+            "source",
+        )
+        .cast(REJECT_SCHEMA)  # type: ignore[arg-type]
+        .write_parquet(target)
+    )
+
+
+def write_batch(
+    batch: RealtimeBatch, staging: Path, *, timezone: str
+) -> tuple[list[Path], list[Path]]:
+    """Normalise a prepared batch into Parquet under `staging`: (calls files, rejects files)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    calls_files: list[Path] = []
+    rejects_files: list[Path] = []
+    extra_names = sorted(batch.unknown_fields)
+    for source, rows in sorted(batch.rows.items()):
+        csv_path = staging / f"{source}.csv"
+        _write_csv(csv_path, rows, extra_names)
+        result = normalize.normalize_exports(
+            [normalize.ExportFile(csv_path, rows[0].direction)],
+            partition_date=rows[0].call_date,  # relabelled per row below
+            timezone=timezone,
+            source=source,
+            required_fields=ROW_KEY_FIELDS,
+        )
+        calls_path = staging / f"{source}-calls.parquet"
+        raw_rejects = staging / f"{source}-rejects-raw.parquet"
+        normalize.write_normalized(result, calls_path, raw_rejects)
+        rejects_path = staging / f"{source}-rejects.parquet"
+        _relabel_rejects(raw_rejects, rows, rejects_path)
+        calls_files.append(calls_path)
+        rejects_files.append(rejects_path)
+    if batch.unreadable:
+        unreadable_path = staging / "unreadable-rejects.parquet"
+        pl.DataFrame(batch.unreadable, schema=REJECT_SCHEMA).write_parquet(unreadable_path)
+        rejects_files.append(unreadable_path)
+    return calls_files, rejects_files
+
+
+def load_landed_events(
+    con: duckdb.DuckDBPyConnection,
+    landing_file: Path,
+    lake: warehouse.Lake,
+    *,
+    timezone: str,
+    max_events: int = DEFAULT_MAX_EVENTS,
+) -> RealtimeResult:
+    """Load the events landed since the warehouse's watermark (at most `max_events`)."""
+    with open_reader(landing_file) as store:
+        if store is None:
+            return RealtimeResult(None, 0, 0, 0, 0, (), None)
+        store_id = store.store_id
+        watermark = warehouse.realtime_watermark(con, store_id)
+        events = store.read_after(watermark, limit=max_events)
+    if not events:
+        return RealtimeResult(store_id, watermark, watermark, 0, 0, (), None)
+    batch = prepare_batch(events, store_id=store_id, timezone=timezone)
+    staging = lake.staging_dir / f"realtime-{uuid.uuid4().hex[:8]}"
+    try:
+        calls_files, rejects_files = write_batch(batch, staging, timezone=timezone)
+        stats = warehouse.upsert_realtime(
+            con,
+            calls_files,
+            rejects_files,
+            landing_store_id=store_id,
+            through_seq=batch.through_seq,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RealtimeResult(
+        store_id=store_id,
+        watermark_before=watermark,
+        through_seq=batch.through_seq,
+        events=batch.events,
+        superseded=batch.superseded,
+        unknown_fields=tuple(sorted(batch.unknown_fields)),
+        load=stats,
+    )
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Real-time deliveries against the export, for call days up to `through_day`."""
+
+    through_day: dt.date
+    realtime_missing_from_export: int
+    export_missing_from_realtime: int
+    realtime_examples: list[tuple[int, dt.date]]
+    export_examples: list[tuple[int, dt.date]]
+    days_without_export: list[dt.date]
+    first_realtime_day: dt.date | None
+
+    @property
+    def passed(self) -> bool:
+        return not (self.realtime_missing_from_export or self.export_missing_from_realtime)
+
+
+def reconcile(
+    con: duckdb.DuckDBPyConnection, through_day: dt.date, *, examples: int = 10
+) -> Reconciliation:
+    """Calls seen in real time that no export confirmed, and export calls (from the first day
+    real time was used) that never arrived in real time, for call days up to `through_day`."""
+    seen = warehouse.REALTIME_SEEN_TABLE
+    tables = {
+        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
+    if not {seen, warehouse.CALLS_TABLE} <= tables:  # nothing loaded in real time yet
+        return Reconciliation(through_day, 0, 0, [], [], [], None)
+    first_day = con.execute(f"SELECT min(call_date) FROM {seen}").fetchone()[0]
+    missing_sql = (
+        f"FROM {seen} s WHERE s.call_date <= ? AND NOT EXISTS "
+        "(SELECT 1 FROM calls c WHERE c.call_id = s.call_id AND c.source = 'export')"
+    )
+    unseen_sql = (
+        "FROM calls c WHERE c.source = 'export' AND c.call_date BETWEEN ? AND ? AND NOT EXISTS "
+        f"(SELECT 1 FROM {seen} s WHERE s.call_id = c.call_id)"
+    )
+    day = through_day.isoformat()
+    missing = con.execute(f"SELECT count(*) {missing_sql}", [day]).fetchone()[0]
+    missing_examples = con.execute(
+        f"SELECT s.call_id, s.call_date {missing_sql} ORDER BY 2, 1 LIMIT ?", [day, examples]
+    ).fetchall()
+    unseen = unseen_examples = None
+    if first_day is not None and first_day <= through_day:
+        params = [first_day.isoformat(), day]
+        unseen = con.execute(f"SELECT count(*) {unseen_sql}", params).fetchone()[0]
+        unseen_examples = con.execute(
+            f"SELECT c.call_id, c.call_date {unseen_sql} ORDER BY 2, 1 LIMIT ?",
+            [*params, examples],
+        ).fetchall()
+    days_without_export = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT s.call_date FROM {seen} s WHERE s.call_date <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM calls c WHERE c.call_date = s.call_date AND c.source = 'export') "
+            "ORDER BY 1",
+            [day],
+        ).fetchall()
+    ]
+    return Reconciliation(
+        through_day=through_day,
+        realtime_missing_from_export=int(missing),
+        export_missing_from_realtime=int(unseen or 0),
+        realtime_examples=[(int(a), b) for a, b in missing_examples],
+        export_examples=[(int(a), b) for a, b in unseen_examples or []],
+        days_without_export=days_without_export,
+        first_realtime_day=first_day,
+    )
