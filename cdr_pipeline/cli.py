@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(command=cmd_demo)
 
     backfill = sub.add_parser("backfill", help="materialise every day in a range")
-    backfill.add_argument("--start", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
+    backfill.add_argument(
+        "--start", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD"
+    )
     backfill.add_argument("--end", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
     backfill.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
     backfill.set_defaults(command=cmd_backfill)
@@ -55,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     simulator.add_argument("--port", type=int, default=8765)
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument(
-        "--api-key", default=None, help="key the simulator accepts (default: $CALLR_API_KEY or 'sim-key')"
+        "--api-key",
+        default=None,
+        help="key the simulator accepts (default: $CALLR_API_KEY or 'sim-key')",
     )
     simulator.set_defaults(command=cmd_simulator)
 

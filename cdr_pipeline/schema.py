@@ -37,51 +37,113 @@ CALL_COLUMNS: tuple[Column, ...] = (
     Column("call_date", pl.Date(), "DATE", "date of `started_at` in CDR_TIMEZONE", None, False),
     Column("direction", pl.String(), "VARCHAR", "`inbound` or `outbound`", "direction", False),
     Column("status", pl.String(), "VARCHAR", "call status, lower case", "status"),
-    Column("caller_number", pl.String(), "VARCHAR", "caller number; null when empty (CLIR)",
-           "callerNumber"),
+    Column(
+        "caller_number",
+        pl.String(),
+        "VARCHAR",
+        "caller number; null when empty (CLIR)",
+        "callerNumber",
+    ),
     Column("caller_name", pl.String(), "VARCHAR", "caller name", "callerName"),
-    Column("caller_restricted", pl.Boolean(), "BOOLEAN", "caller identity restricted (CLIR)",
-           "callerRestricted"),
+    Column(
+        "caller_restricted",
+        pl.Boolean(),
+        "BOOLEAN",
+        "caller identity restricted (CLIR)",
+        "callerRestricted",
+    ),
     Column("callee", pl.String(), "VARCHAR", "callee phone number", "callee"),
     Column("started_at", _TS, "TIMESTAMPTZ", "start instant (UTC)", "started", False),
-    Column("answered_at", _TS, "TIMESTAMPTZ", "answer instant; null if never answered",
-           "answered"),
+    Column("answered_at", _TS, "TIMESTAMPTZ", "answer instant; null if never answered", "answered"),
     Column("ended_at", _TS, "TIMESTAMPTZ", "end instant", "ended"),
     Column("duration_total_s", pl.Int32(), "INTEGER", "total seconds (>= 0)", "durationTotal"),
-    Column("duration_answered_s", pl.Int32(), "INTEGER", "answered seconds (>= 0)",
-           "durationAnswered"),
+    Column(
+        "duration_answered_s", pl.Int32(), "INTEGER", "answered seconds (>= 0)", "durationAnswered"
+    ),
     Column("duration_billed_s", pl.Int32(), "INTEGER", "billed seconds (>= 0)", "durationBilled"),
-    Column("billing_debit", _MONEY, _MONEY_SQL, "debit in currency units (cents / 100, exact)",
-           "billingDebit"),
-    Column("billing_credit", _MONEY, _MONEY_SQL, "credit in currency units (cents / 100, exact)",
-           "billingCredit"),
-    Column("billing_destination_label", pl.String(), "VARCHAR", "billed destination label",
-           "billingDestinationLabel"),
-    Column("billing_payment_type", pl.String(), "VARCHAR", "`prepaid` / `postpaid`, lower case",
-           "billingPaymentType"),
+    Column(
+        "billing_debit",
+        _MONEY,
+        _MONEY_SQL,
+        "debit in currency units (cents / 100, exact)",
+        "billingDebit",
+    ),
+    Column(
+        "billing_credit",
+        _MONEY,
+        _MONEY_SQL,
+        "credit in currency units (cents / 100, exact)",
+        "billingCredit",
+    ),
+    Column(
+        "billing_destination_label",
+        pl.String(),
+        "VARCHAR",
+        "billed destination label",
+        "billingDestinationLabel",
+    ),
+    Column(
+        "billing_payment_type",
+        pl.String(),
+        "VARCHAR",
+        "`prepaid` / `postpaid`, lower case",
+        "billingPaymentType",
+    ),
     Column("hangup_cause", pl.Int16(), "SMALLINT", "ITU-T Q.850 cause code", "hangupCause"),
     Column("hangup_cause_name", pl.String(), "VARCHAR", "Q.850 name; unknown codes say so"),
     Column("hangup_cause_class", pl.String(), "VARCHAR", "Q.850 class from the class bits"),
-    Column("hangup_source", pl.String(), "VARCHAR", "`caller`, `callee` or `system`, lower case",
-           "hangupSource"),
-    Column("hangup_tech", pl.String(), "VARCHAR", "technology-specific cause (e.g. SIP status)",
-           "hangupTech"),
+    Column(
+        "hangup_source",
+        pl.String(),
+        "VARCHAR",
+        "`caller`, `callee` or `system`, lower case",
+        "hangupSource",
+    ),
+    Column(
+        "hangup_tech",
+        pl.String(),
+        "VARCHAR",
+        "technology-specific cause (e.g. SIP status)",
+        "hangupTech",
+    ),
     Column("scenario_name", pl.String(), "VARCHAR", "scenario name", "scenarioName"),
     Column("scenario_sid", pl.String(), "VARCHAR", "scenario id", "scenarioSid"),
-    Column("scenario_type_name", pl.String(), "VARCHAR", "scenario type (e.g. `Actions`)",
-           "scenarioTypeName"),
-    Column("scenario_type_version", pl.String(), "VARCHAR", "scenario type version",
-           "scenarioTypeVersion"),
-    Column("source", pl.String(), "VARCHAR",
-           "how the row arrived: `export` (daily export, wins) / `webhook` / `push`", None, False),
+    Column(
+        "scenario_type_name",
+        pl.String(),
+        "VARCHAR",
+        "scenario type (e.g. `Actions`)",
+        "scenarioTypeName",
+    ),
+    Column(
+        "scenario_type_version",
+        pl.String(),
+        "VARCHAR",
+        "scenario type version",
+        "scenarioTypeVersion",
+    ),
+    Column(
+        "source",
+        pl.String(),
+        "VARCHAR",
+        "how the row arrived: `export` (daily export, wins) / `webhook` / `push`",
+        None,
+        False,
+    ),
 )
 
 CALL_SCHEMA: dict[str, pl.DataType] = {c.name: c.polars_type for c in CALL_COLUMNS}
 
 # Columns only the warehouse table has: lineage the idempotent load needs (see warehouse.py).
 WAREHOUSE_COLUMNS: tuple[Column, ...] = (
-    Column("load_partition", pl.Date(), "DATE",
-           "the daily partition whose load wrote this row (lineage)", None, False),
+    Column(
+        "load_partition",
+        pl.Date(),
+        "DATE",
+        "the daily partition whose load wrote this row (lineage)",
+        None,
+        False,
+    ),
 )
 
 # Callr CDR fields, as the contract names them (CSV header names = JSON keys).
@@ -102,12 +164,15 @@ CALL_SOURCES: tuple[str, ...] = ("export", "webhook", "push")
 REJECT_COLUMNS: tuple[Column, ...] = (
     Column("call_date", pl.Date(), "DATE", "the partition (day) the row came with", None, False),
     Column("direction", pl.String(), "VARCHAR", "the export's direction", None, False),
-    Column("source_row", pl.Int64(), "BIGINT", "1-based data row number in the raw file", None,
-           False),
-    Column("raw", pl.String(), "VARCHAR", "the original row, as JSON of header -> text", None,
-           False),
-    Column("reason", pl.String(), "VARCHAR", "why it was rejected, naming field and value", None,
-           False),
+    Column(
+        "source_row", pl.Int64(), "BIGINT", "1-based data row number in the raw file", None, False
+    ),
+    Column(
+        "raw", pl.String(), "VARCHAR", "the original row, as JSON of header -> text", None, False
+    ),
+    Column(
+        "reason", pl.String(), "VARCHAR", "why it was rejected, naming field and value", None, False
+    ),
     Column("source", pl.String(), "VARCHAR", "`export` / `webhook` / `push`", None, False),
 )
 REJECT_SCHEMA: dict[str, pl.DataType] = {c.name: c.polars_type for c in REJECT_COLUMNS}

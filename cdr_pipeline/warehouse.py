@@ -1,4 +1,4 @@
-"""The warehouse: the data directory's layout, atomic Parquet publishing and idempotent DuckDB loads.
+"""The warehouse: the data directory's layout, atomic Parquet publishes, idempotent DuckDB loads.
 
 Layout under `CDR_DATA_DIR`::
 
@@ -183,8 +183,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(ddl(CALLS_TABLE, CALL_COLUMNS + WAREHOUSE_COLUMNS))
     con.execute(ddl(REJECTS_TABLE, REJECT_COLUMNS))
     con.execute(
-        f"CREATE TABLE IF NOT EXISTS {Q850_TABLE} ("
-        "cause_code SMALLINT PRIMARY KEY, cause_name VARCHAR NOT NULL, cause_class VARCHAR NOT NULL)"
+        f"CREATE TABLE IF NOT EXISTS {Q850_TABLE} (cause_code SMALLINT PRIMARY KEY, "
+        "cause_name VARCHAR NOT NULL, cause_class VARCHAR NOT NULL)"
     )
     marts.ensure_marts(con)  # daily_kpis and the other KPI views over calls
 
@@ -204,7 +204,9 @@ class LoadStats:
 
 _CALL_NAMES = ", ".join(c.name for c in CALL_COLUMNS)
 # Higher wins; see the module docstring. Compared as a row value, lexicographically.
-_RANK = "(({t}.source = 'export')::INT, ({t}.load_partition = {t}.call_date)::INT, {t}.load_partition)"
+_RANK = (
+    "(({t}.source = 'export')::INT, ({t}.load_partition = {t}.call_date)::INT, {t}.load_partition)"
+)
 
 
 def load_partition(

@@ -91,13 +91,15 @@ def test_raw_asset_lands_both_directions_byte_identical(
             asset_selection=[dg.AssetKey("raw_cdr_exports")],
         )
         assert result.success
-        digests.append({d: hashlib.sha256(lake.raw_file(day, d).read_bytes()).hexdigest()
-                        for d in DIRECTIONS})
+        digests.append(
+            {d: hashlib.sha256(lake.raw_file(day, d).read_bytes()).hexdigest() for d in DIRECTIONS}
+        )
     start, end = day_window(day, "UTC")
     for direction in DIRECTIONS:
-        assert lake.raw_file(day, direction).read_bytes() == simulate_export(
-            start, end, direction
-        ).body
+        assert (
+            lake.raw_file(day, direction).read_bytes()
+            == simulate_export(start, end, direction).body
+        )
     assert digests[0] == digests[1]
     materialization = result.asset_materializations_for_node("raw_cdr_exports")[0]
     metadata = materialization.metadata
@@ -135,8 +137,10 @@ def test_backfill_is_idempotent_in_any_order(
     assert stored == expected_ids(DAYS)
 
     # Each day's checks ran and passed.
-    for key in (dg.AssetCheckKey(dg.AssetKey("typed_calls"), "raw_rows_reconcile"),
-                dg.AssetCheckKey(dg.AssetKey("calls"), "call_id_unique")):
+    for key in (
+        dg.AssetCheckKey(dg.AssetKey("typed_calls"), "raw_rows_reconcile"),
+        dg.AssetCheckKey(dg.AssetKey("calls"), "call_id_unique"),
+    ):
         records = instance.event_log_storage.get_asset_check_execution_history(key, limit=50)
         # One evaluation per run (7 runs); PLANNED records are Dagster's bookkeeping.
         evaluated = [r.status.value for r in records if r.status.value != "PLANNED"]
@@ -166,7 +170,11 @@ def test_run_killed_between_parquet_and_duckdb_leaves_previous_state(
         reader = duckdb.connect(str(settings.warehouse), read_only=True)
         worker = subprocess.Popen(
             [sys.executable, "-c", RUN_ONE_DAY, DAYS[0].isoformat()],
-            env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            env=env,
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         try:
             waited = ""
@@ -188,8 +196,9 @@ def test_run_killed_between_parquet_and_duckdb_leaves_previous_state(
         new_ids = expected_ids(DAYS[:1], seed=1)
         with duckdb.connect() as con:
             files = [str(p) for p in lake.calls_files(DAYS[0])]
-            parquet_ids = {r[0] for r in con.sql(
-                f"SELECT call_id FROM read_parquet({files!r})").fetchall()}
+            parquet_ids = {
+                r[0] for r in con.sql(f"SELECT call_id FROM read_parquet({files!r})").fetchall()
+            }
         assert parquet_ids == new_ids
         assert list((settings.data_dir / "staging").iterdir()) == []  # no scratch left behind
 
@@ -217,7 +226,9 @@ def defs_for(tmp_path: Path, base_url: str) -> dg.Definitions:
 
 
 def test_bad_key_fails_the_day_with_a_clear_error_and_no_leak(
-    tmp_path: Path, simulator: SimulatorServer, instance: dg.DagsterInstance,
+    tmp_path: Path,
+    simulator: SimulatorServer,
+    instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     wrong_key = "wrong-key-d41d8cd98f00b204"
@@ -242,7 +253,11 @@ def test_definitions_load_from_workspace_yaml(tmp_path: Path) -> None:
     env = os.environ | {"CDR_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=180,
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cdr_pipeline" in result.stdout + result.stderr

@@ -35,9 +35,7 @@ def evaluate(defs: dg.Definitions, tick: dt.datetime) -> list[dg.RunRequest]:
 def test_tick_requests_yesterday_and_the_trailing_window(
     tmp_path: Path, timezone: str, late_days: str, expected: list[str]
 ) -> None:
-    defs = build_definitions(
-        settings(tmp_path, CDR_TIMEZONE=timezone, CDR_LATE_DAYS=late_days)
-    )
+    defs = build_definitions(settings(tmp_path, CDR_TIMEZONE=timezone, CDR_LATE_DAYS=late_days))
     tick = dt.datetime(2026, 11, 6, 0, 30, tzinfo=ZoneInfo(timezone))
     requests = evaluate(defs, tick)
     assert [r.partition_key for r in requests] == expected

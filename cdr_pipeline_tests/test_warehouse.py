@@ -31,8 +31,9 @@ def call(call_id: int, call_date: dt.date, debit: str = "1.5", **overrides: obje
     return row | overrides
 
 
-def stage(lake: warehouse.Lake, tmp: Path, partition: dt.date, calls: list[dict],
-          rejects: int = 0) -> None:
+def stage(
+    lake: warehouse.Lake, tmp: Path, partition: dt.date, calls: list[dict], rejects: int = 0
+) -> None:
     """Write a partition's typed Parquet the way the typed_calls asset does, then publish it."""
     staging = tmp / f"staging-{partition}"
     frame = pl.DataFrame(calls, schema=CALL_SCHEMA)
@@ -44,8 +45,14 @@ def stage(lake: warehouse.Lake, tmp: Path, partition: dt.date, calls: list[dict]
         staged.append(path)
     reject_rows = pl.DataFrame(
         [
-            {"call_date": partition, "direction": "inbound", "source_row": n + 1,
-             "raw": "{}", "reason": f"bad row {n}", "source": "export"}
+            {
+                "call_date": partition,
+                "direction": "inbound",
+                "source_row": n + 1,
+                "raw": "{}",
+                "reason": f"bad row {n}",
+                "source": "export",
+            }
             for n in range(rejects)
         ],
         schema=REJECT_SCHEMA,
@@ -68,8 +75,11 @@ def test_load_types_match_the_contract(lake: warehouse.Lake, tmp_path: Path) -> 
     stage(lake, tmp_path, D1, [call(9007199254740993, D1, debit="0.000001")], rejects=2)
     with warehouse.connect(tmp_path / "w.duckdb") as con:
         stats = warehouse.load_partition(con, lake, D1)
-        types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
-                                 "WHERE table_name = 'calls'").fetchall())
+        types = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'calls'"
+            ).fetchall()
+        )
         value = con.execute("SELECT call_id, billing_debit FROM calls").fetchone()
     assert stats.incoming_calls == 1 and stats.rejects == 2 and stats.table_rows == 1
     assert types["call_id"] == "BIGINT"
@@ -78,8 +88,9 @@ def test_load_types_match_the_contract(lake: warehouse.Lake, tmp_path: Path) -> 
     assert value == (9007199254740993, Decimal("0.000001"))
 
 
-def test_call_in_two_exports_is_stored_once_in_any_order(lake: warehouse.Lake,
-                                                         tmp_path: Path) -> None:
+def test_call_in_two_exports_is_stored_once_in_any_order(
+    lake: warehouse.Lake, tmp_path: Path
+) -> None:
     # Call 7 started late on D1 and is in both D1's and D2's export; D2's copy differs.
     stage(lake, tmp_path, D1, [call(1, D1), call(7, D1, debit="3")])
     stage(lake, tmp_path, D2, [call(2, D2), call(7, D1, debit="4")])
@@ -102,8 +113,9 @@ def test_call_in_two_exports_is_stored_once_in_any_order(lake: warehouse.Lake,
 CALL_SCHEMA_INDEX = {name: i for i, name in enumerate(CALL_SCHEMA)}
 
 
-def test_rerun_replaces_what_the_partition_loaded_before(lake: warehouse.Lake,
-                                                         tmp_path: Path) -> None:
+def test_rerun_replaces_what_the_partition_loaded_before(
+    lake: warehouse.Lake, tmp_path: Path
+) -> None:
     stage(lake, tmp_path, D1, [call(1, D1), call(2, D1)], rejects=3)
     with warehouse.connect(tmp_path / "w.duckdb") as con:
         warehouse.load_partition(con, lake, D1)
@@ -115,8 +127,9 @@ def test_rerun_replaces_what_the_partition_loaded_before(lake: warehouse.Lake,
     assert stats.calls_removed == 1 and stats.calls_restored == 0
 
 
-def test_removed_call_is_restored_from_another_partition(lake: warehouse.Lake,
-                                                         tmp_path: Path) -> None:
+def test_removed_call_is_restored_from_another_partition(
+    lake: warehouse.Lake, tmp_path: Path
+) -> None:
     stage(lake, tmp_path, D1, [call(7, D1, debit="3")])
     stage(lake, tmp_path, D2, [call(7, D1, debit="4")])
     with warehouse.connect(tmp_path / "w.duckdb") as con:
@@ -142,8 +155,9 @@ def test_failed_load_leaves_the_previous_state(lake: warehouse.Lake, tmp_path: P
     assert after == before
 
 
-def test_writer_waits_for_a_reader_then_gives_up_naming_it(tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_writer_waits_for_a_reader_then_gives_up_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "w.duckdb"
     with warehouse.connect(db) as con:
         warehouse.ensure_schema(con)
@@ -152,16 +166,22 @@ def test_writer_waits_for_a_reader_then_gives_up_naming_it(tmp_path: Path,
     import time
 
     reader = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb, time; c = duckdb.connect({str(db)!r}, read_only=True); "
-         "print('open', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(db)!r}, read_only=True); "
+            "print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert reader.stdout.readline().strip() == "open"
         started = time.monotonic()
-        with pytest.raises(warehouse.WarehouseLockedError, match=f"PID {reader.pid}"), \
-                warehouse.connect(db, lock_wait_s=1.5, poll_s=0.2):
+        with (
+            pytest.raises(warehouse.WarehouseLockedError, match=f"PID {reader.pid}"),
+            warehouse.connect(db, lock_wait_s=1.5, poll_s=0.2),
+        ):
             pass
         assert time.monotonic() - started >= 1.5
         assert f"locked by PID {reader.pid}" in caplog.text

@@ -53,7 +53,10 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
     ) -> dg.MaterializeResult:
         day = partition_date(context)
         start, end = day_window(day, lake.timezone)
-        metadata: dict[str, object] = {"window_start": start.isoformat(), "window_end": end.isoformat()}
+        metadata: dict[str, object] = {
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+        }
         total_rows = 0
         with callr.client() as client:
             for direction in DIRECTIONS:
@@ -102,9 +105,7 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         staging.mkdir(parents=True)
         started = time.perf_counter()
         try:
-            result = normalize.normalize_exports(
-                files, partition_date=day, timezone=lake.timezone
-            )
+            result = normalize.normalize_exports(files, partition_date=day, timezone=lake.timezone)
             stats = normalize.write_normalized(
                 result,
                 pl.PartitionBy(
@@ -228,13 +229,15 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         kinds={"duckdb"},
         pool=WRITER_POOL,
         description="Every ITU-T Q.850 cause code with its name and class.",
-        metadata={"dagster/column_schema": dg.TableSchema(
-            columns=[
-                dg.TableColumn("cause_code", "SMALLINT"),
-                dg.TableColumn("cause_name", "VARCHAR"),
-                dg.TableColumn("cause_class", "VARCHAR"),
-            ]
-        )},
+        metadata={
+            "dagster/column_schema": dg.TableSchema(
+                columns=[
+                    dg.TableColumn("cause_code", "SMALLINT"),
+                    dg.TableColumn("cause_name", "VARCHAR"),
+                    dg.TableColumn("cause_class", "VARCHAR"),
+                ]
+            )
+        },
     )
     def q850_causes(lake: WarehouseResource) -> dg.MaterializeResult:
         with lake.connect() as con:

@@ -1,4 +1,4 @@
-"""Run the project's jobs through a real Dagster instance, one partition at a time (CLI backfill)."""
+"""Run the project's jobs through a real Dagster instance, one day at a time (CLI backfill)."""
 
 import datetime as dt
 import os
@@ -48,7 +48,10 @@ def run_reference_tables(defs: dg.Definitions, instance: dg.DagsterInstance) -> 
         instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG
     )
     return PartitionOutcome(
-        dt.date.min, result.run_id, result.success, time.perf_counter() - started,
+        dt.date.min,
+        result.run_id,
+        result.success,
+        time.perf_counter() - started,
         None if result.success else _failure_message(result),
     )
 

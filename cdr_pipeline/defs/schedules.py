@@ -6,6 +6,7 @@ import dagster as dg
 
 from cdr_pipeline.config import check_timezone
 
+
 def partitions_for_tick(
     tick: dt.datetime, timezone: str, late_days: int, first_day: dt.date
 ) -> list[dt.date]:
