@@ -1,0 +1,91 @@
+"""The `cdr-pipeline` commands as a user runs them: real processes, real files."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+from cdr_pipeline.callr.simulator import SimulatorServer
+from cdr_pipeline_tests.conftest import SIMULATOR_KEY
+
+
+def cdr_pipeline(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CDR_", "CALLR_"))}
+    clean.pop("DAGSTER_HOME", None)
+    return subprocess.run(
+        [sys.executable, "-m", "cdr_pipeline.cli", *args],
+        cwd=cwd,
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_demo_loads_days_and_prints_kpis_and_report(tmp_path: Path) -> None:
+    result = cdr_pipeline("demo", "--days", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[2/2]" in result.stdout
+    assert "Daily KPIs" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    report = result.stdout.split("Daily report:", 1)[1].split()[0]
+    assert (tmp_path / report).is_file()
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
+        days = con.execute("SELECT count(DISTINCT load_partition) FROM calls").fetchone()[0]
+    assert days == 2
+    assert (tmp_path / "data" / "dagster_home").is_dir()
+
+
+def test_backfill_names_failed_days_and_exits_non_zero(tmp_path: Path) -> None:
+    with SimulatorServer(api_key=SIMULATOR_KEY) as simulator:
+        env = {
+            "CALLR_BASE_URL": simulator.base_url,
+            "CALLR_API_KEY": "not-the-key-7d1c",
+            "CDR_START_DATE": "2026-11-01",
+        }
+        result = cdr_pipeline(
+            "backfill", "--start", "2026-11-02", "--end", "2026-11-03", cwd=tmp_path, **env
+        )
+    assert result.returncode == 1
+    assert "[1/2] 2026-11-02  FAILED" in result.stdout
+    assert "2 of 2 days failed: 2026-11-02, 2026-11-03" in result.stderr
+    assert "CALLR_API_KEY was rejected by the Callr API (HTTP 401)" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "not-the-key-7d1c" not in result.stdout + result.stderr
+
+
+def test_backfill_then_sql(tmp_path: Path) -> None:
+    with SimulatorServer(api_key=SIMULATOR_KEY) as simulator:
+        env = {
+            "CALLR_BASE_URL": simulator.base_url,
+            "CALLR_API_KEY": SIMULATOR_KEY,
+            "CDR_START_DATE": "2026-11-01",
+        }
+        result = cdr_pipeline(
+            "backfill", "--start", "2026-11-02", "--end", "2026-11-02", cwd=tmp_path, **env
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[1/1] 2026-11-02  ok" in result.stdout
+    query = cdr_pipeline(
+        "sql", "SELECT count(*) AS n, count(DISTINCT call_id) AS ids FROM calls", cwd=tmp_path
+    )
+    assert query.returncode == 0, query.stderr
+    numbers = [int(tok) for tok in query.stdout.split() if tok.isdigit()]
+    assert numbers[0] == numbers[1] > 0
+    bad = cdr_pipeline("sql", "SELECT nope FROM calls", cwd=tmp_path)
+    assert bad.returncode == 1 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+    # Read-only: the sql command cannot change the warehouse.
+    write = cdr_pipeline("sql", "DELETE FROM calls", cwd=tmp_path)
+    assert write.returncode == 1 and "read-only" in write.stderr.lower()
+
+
+def test_configuration_errors_are_one_clear_line(tmp_path: Path) -> None:
+    no_key = cdr_pipeline("backfill", "--start", "2026-11-02", "--end", "2026-11-02", cwd=tmp_path)
+    assert no_key.returncode == 2
+    assert "CALLR_API_KEY is not set" in no_key.stderr
+    bad_tz = cdr_pipeline("sql", "SELECT 1", cwd=tmp_path, CDR_TIMEZONE="Mars/Olympus")
+    assert bad_tz.returncode == 2 and "CDR_TIMEZONE" in bad_tz.stderr
+    for result in (no_key, bad_tz):
+        assert "Traceback" not in result.stderr
