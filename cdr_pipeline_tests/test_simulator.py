@@ -24,6 +24,7 @@ from cdr_pipeline.callr.simulator import (
     EXTRA_COLUMNS,
     Fault,
     SimulatorServer,
+    cached_export,
     dialect_for,
     expected_call_ids,
     generate_export,
@@ -351,6 +352,30 @@ def test_faults_are_consumed_one_per_request(simulator: SimulatorServer):
     assert simulator.pending_faults == 0
     assert simulator.request_count == 3
     assert [r.status for r in simulator.requests] == [429, 401, 200]
+
+
+def test_cache_dir_serves_the_same_bytes_from_disk(tmp_path):
+    options = {"calls_per_day": 300, "seed": 3}
+    expected = generate_export(*window(), "outbound", **options)
+    cached = cached_export(tmp_path, *window(), "outbound", **options)
+    assert cached.read_bytes() == expected
+    packed = cached_export(tmp_path, *window(), "outbound", gzip_encoded=True, **options)
+    assert gzip.decompress(packed.read_bytes()) == expected
+    assert cached_export(tmp_path, *window(), "outbound", **options) == cached  # reused
+    assert cached_export(tmp_path, *window(), "inbound", **options) != cached
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+    with SimulatorServer(cache_dir=tmp_path, **options) as sim:
+        auth = {"x-api-key": sim.api_key}
+        status, headers, body = post(sim, QUERY, auth)
+        assert (status, int(headers["content-length"]), body) == (200, len(expected), expected)
+        status, headers, zipped = post(sim, QUERY, {**auth, "Accept-Encoding": "gzip"})
+        assert headers["content-encoding"] == "gzip" and gzip.decompress(zipped) == expected
+        sim.inject(Fault.truncate(0.5))
+        assert sim.requests[-1].body_bytes == len(zipped)
+        with pytest.raises(http.client.IncompleteRead):
+            post(sim, QUERY, auth)
+        assert sim.requests[-1].body_bytes == len(expected) // 2
 
 
 def test_serve_runs_until_sigterm():

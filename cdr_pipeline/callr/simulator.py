@@ -11,7 +11,9 @@ Two halves:
   parameter validation, gzip when asked), on loopback, in a daemon thread; `inject` queues
   faults (429, 5xx, slow answers, truncated bodies, dropped connections, a rejected key) that
   are consumed one per request. `serve` runs one until interrupted, for
-  `cdr-pipeline simulator --port N`.
+  `cdr-pipeline simulator --port N`. With a `cache_dir`, each export body is generated once,
+  kept as a file (`cached_export`) and streamed from disk afterwards, so a benchmark can time
+  the transfer of a multi-million-row export without timing its generation.
 
 How the synthetic data is made:
 
@@ -48,6 +50,7 @@ import hmac
 import io
 import json
 import logging
+import os
 import random
 import re
 import signal
@@ -60,6 +63,7 @@ from dataclasses import dataclass
 from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -387,6 +391,71 @@ def expected_call_ids(
 ) -> set[int]:
     """callids of the valid calls of an export: those that should end up in `calls`."""
     return set(simulate_export(window_start, window_end, direction, **options).call_ids)
+
+
+def cached_export(
+    cache_dir: Path,
+    window_start: dt.datetime,
+    window_end: dt.datetime,
+    direction: str,
+    *,
+    gzip_encoded: bool = False,
+    **options: Any,
+) -> Path:
+    """The export body as a file under `cache_dir`, generated on first use and reused after.
+
+    The file name is derived from the window, the direction and every SimulationOptions field,
+    so a cached body is exactly `generate_export(...)` for those arguments. Files are written
+    under a temporary name and renamed, so concurrent users (threads or processes) never see
+    half a file.
+
+    Args:
+        cache_dir: Where the bodies are kept (created if missing).
+        window_start: See `simulate_export`.
+        window_end: See `simulate_export`.
+        direction: See `simulate_export`.
+        gzip_encoded: Return the gzip-encoded body (level 1, as the server sends it) instead.
+        **options: SimulationOptions fields.
+
+    Returns:
+        The path of the plain CSV body, or of its `.gz` encoding.
+    """
+    settings = SimulationOptions(**options)
+    start_us, end_us = _window_us(window_start, window_end)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be inbound or outbound, got {direction!r}")
+    key = _seed(start_us, end_us, direction, *dataclasses.astuple(settings))
+    plain = Path(cache_dir) / f"export-{direction}-{key:016x}.csv"
+    if not plain.exists():
+        body = generate_export(window_start, window_end, direction, **dataclasses.asdict(settings))
+        _write_replacing(plain, lambda out: out.write(body))
+    if not gzip_encoded:
+        return plain
+    packed = plain.with_name(plain.name + ".gz")
+    if not packed.exists():
+
+        def compress(out: io.BufferedWriter) -> None:
+            with (
+                plain.open("rb") as source,
+                gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=1, mtime=0) as z,
+            ):
+                while chunk := source.read(1 << 20):
+                    z.write(chunk)
+
+        _write_replacing(packed, compress)
+    return packed
+
+
+def _write_replacing(path: Path, write: Any) -> None:
+    """Write `path` through a temporary file in the same folder, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        with temporary.open("wb") as out:
+            write(out)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def dialect_for(
@@ -921,6 +990,8 @@ class SimulatorServer:
             non-empty user, the account SID).
         options: The SimulationOptions its exports are generated with.
         compress: Whether it gzip-encodes exports for clients that accept it.
+        cache_dir: Where export bodies are cached as files (`cached_export`); None generates
+            every answer afresh.
         requests: ServedRequest of every request, in arrival order.
     """
 
@@ -931,6 +1002,7 @@ class SimulatorServer:
         port: int = 0,
         *,
         compress: bool = True,
+        cache_dir: Path | None = None,
         **options: Any,
     ) -> None:
         """Prepare (not start) a simulator.
@@ -940,6 +1012,8 @@ class SimulatorServer:
             host: Interface to bind; keep loopback.
             port: TCP port; 0 picks a free one.
             compress: gzip-encode exports for clients that send `Accept-Encoding: gzip`.
+            cache_dir: Generate each export body once into this folder and stream it from
+                there afterwards (for large exports and benchmarks); None = generate per request.
             **options: SimulationOptions fields (calls_per_day, variety, overlap, defects, seed).
         """
         if not api_key:
@@ -947,9 +1021,11 @@ class SimulatorServer:
         self.api_key = api_key
         self.options = SimulationOptions(**options)
         self.compress = compress
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.requests: list[ServedRequest] = []
         self._host, self._port = host, port
         self._lock = threading.Lock()
+        self._cache_lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._count = 0
         self._httpd: ThreadingHTTPServer | None = None
@@ -1097,21 +1173,30 @@ class _Handler(BaseHTTPRequestHandler):
         if (fault is not None and fault.kind == "bad_key") or not sim._authorized(self.headers):
             self._error(record, 401, "invalid or missing API key", {"WWW-Authenticate": "Basic"})
             return
+        gzip_encoded = sim.compress and _accepts_gzip(self.headers.get("accept-encoding", ""))
+        options = dataclasses.asdict(sim.options)
+        body: bytes | Path
         try:
             start, end, direction = _export_params(record.query)
-            body = generate_export(start, end, direction, **dataclasses.asdict(sim.options))
+            if sim.cache_dir is None:
+                body = generate_export(start, end, direction, **options)
+                if gzip_encoded:
+                    body = gzip.compress(body, compresslevel=1, mtime=0)
+            else:
+                with sim._cache_lock:
+                    body = cached_export(
+                        sim.cache_dir, start, end, direction, gzip_encoded=gzip_encoded, **options
+                    )
         except ValueError as exc:
             self._error(record, 400, str(exc))
             return
-        encoding = None
-        if sim.compress and _accepts_gzip(self.headers.get("accept-encoding", "")):
-            body, encoding = gzip.compress(body, compresslevel=1, mtime=0), "gzip"
         headers = {"Content-Disposition": f'attachment; filename="calls-{direction}.csv"'}
-        if encoding:
-            headers["Content-Encoding"] = encoding
-        sent = len(body)
+        if gzip_encoded:
+            headers["Content-Encoding"] = "gzip"
+        size = len(body) if isinstance(body, bytes) else body.stat().st_size
+        sent = size
         if fault is not None and fault.kind == "truncate":
-            sent = int(len(body) * fault.fraction)
+            sent = int(size * fault.fraction)
             self.close_connection = True
         self._send(record, 200, body, "text/csv; charset=utf-8", headers, sent=sent)
 
@@ -1125,24 +1210,31 @@ class _Handler(BaseHTTPRequestHandler):
         self,
         record: ServedRequest,
         code: int,
-        body: bytes,
+        body: bytes | Path,
         content_type: str,
         headers: dict[str, str],
         sent: int | None = None,
     ) -> None:
-        sent = len(body) if sent is None else sent
+        """Answer with `body` (bytes, or a file streamed from disk), sending `sent` bytes of it."""
+        size = len(body) if isinstance(body, bytes) else body.stat().st_size
+        sent = size if sent is None else sent
         record.status = code
         record.content_encoding = headers.get("Content-Encoding")
         record.body_bytes = sent
         self.send_response(code)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(size))
         for name, value in headers.items():
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body[:sent])
+        if isinstance(body, bytes):
+            self.wfile.write(body[:sent])
+        else:
+            self.wfile.flush()
+            with body.open("rb") as source:
+                self.connection.sendfile(source, 0, sent)
         self.wfile.flush()
 
 

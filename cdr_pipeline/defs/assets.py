@@ -123,9 +123,10 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         elapsed = time.perf_counter() - started
-        # Recount independently of the normaliser: raw records from the raw files, typed and
-        # rejected rows from the Parquet files as published.
-        raw_rows = sum(normalize.count_csv_rows(f.path) for f in files)
+        # Reconcile counts taken independently of the typing: raw records counted from the raw
+        # files (`count_csv_rows`, by the normaliser before it starts), typed and rejected rows
+        # from the Parquet files as published.
+        raw_rows = stats.raw_rows
         typed_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in published)
         rejected_rows = pq.ParquetFile(lake.lake.rejects_file(day)).metadata.num_rows
         reconciled = raw_rows == typed_rows + rejected_rows + stats.duplicate_rows
@@ -143,7 +144,8 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             else f"{raw_rows} raw rows != {typed_rows} typed + {rejected_rows} rejected "
             f"+ {stats.duplicate_rows} duplicates",
         )
-        preview = pl.read_parquet(published[0]).head(5) if published else pl.DataFrame()
+        # Five rows, read lazily: reading the file and then taking its head would load the day.
+        preview = pl.scan_parquet(published[0]).head(5).collect() if published else pl.DataFrame()
         yield dg.MaterializeResult(
             metadata={
                 "dagster/row_count": typed_rows,
