@@ -36,6 +36,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=[*assets, *analytics],
         asset_checks=alert_checks,
         jobs=[daily_job, reference_job],
+        # One process per run: a day's steps form a chain, so step subprocesses would only add
+        # start-up time (seconds each); days run in parallel as separate runs.
+        executor=dg.in_process_executor,
         schedules=[
             build_daily_schedule(
                 DAILY_JOB,

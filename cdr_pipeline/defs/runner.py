@@ -1,7 +1,10 @@
 """Run the project's jobs through a real Dagster instance, one day at a time (CLI backfill)."""
 
 import datetime as dt
+import logging
 import os
+import shutil
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -9,7 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 
+import cdr_pipeline
 from cdr_pipeline.defs.definitions import DAILY_JOB, REFERENCE_JOB
+
+log = logging.getLogger(__name__)
 
 # The CLI prints one line per day and the cause of a failure; Dagster's own console log (with
 # stack traces) is for --verbose and the UI's event log.
@@ -27,13 +33,90 @@ class PartitionOutcome:
     error: str | None = None
 
 
+# Tags on the CLI's runs: which process runs them, so a later CLI can tell an abandoned run.
+CLI_PID_TAG = "cdr/cli_pid"
+CLI_HOST_TAG = "cdr/cli_host"
+
+
+def project_instance_config() -> Path | None:
+    """The project's dagster.yaml: packaged with the wheel, or at the root of a checkout."""
+    package = Path(cdr_pipeline.__file__).resolve().parent
+    for candidate in (package / "dagster.yaml", package.parent / "dagster.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def instance_for(data_dir: Path) -> dg.DagsterInstance:
-    """The Dagster instance at DAGSTER_HOME, or a persistent one under the data directory."""
+    """The Dagster instance at DAGSTER_HOME, or a persistent one under the data directory.
+
+    A home the CLI creates gets a copy of the project's dagster.yaml (the `duckdb_writer` pool,
+    queued runs, retries), so `DAGSTER_HOME=<data>/dagster_home dagster dev` later opens the same
+    instance, with the same settings, and shows the CLI's runs. A DAGSTER_HOME the user set is
+    used as it is.
+    """
     if not os.environ.get("DAGSTER_HOME"):
         home = (data_dir / "dagster_home").resolve()
         home.mkdir(parents=True, exist_ok=True)
+        config, source = home / "dagster.yaml", project_instance_config()
+        if source is not None and not config.exists():
+            shutil.copyfile(source, config)
         os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    release_abandoned_slots(instance)
+    return instance
+
+
+def release_abandoned_slots(instance: dg.DagsterInstance) -> list[str]:
+    """Free concurrency-pool slots held by runs that will never release them; their run ids.
+
+    A run claims a `duckdb_writer` slot for each pooled step and releases it when the step ends.
+    A CLI killed mid-step (SIGKILL, out of memory, a reboot) never does, and with no daemon
+    watching, the next load would wait for that slot forever. A run is abandoned when it has
+    finished (the daemon frees those too, after `free_slots_after_run_end_seconds`) or when it is
+    a CLI run of this host whose process is gone; such a run is also marked failed.
+    """
+    storage = instance.event_log_storage
+    released: list[str] = []
+    for pool in sorted(storage.get_concurrency_keys()):
+        info = storage.get_concurrency_info(pool)
+        holders = {slot.run_id for slot in info.claimed_slots}
+        holders |= {step.run_id for step in info.pending_steps}
+        for run_id in sorted(holders - set(released)):
+            run = instance.get_run_by_id(run_id)
+            if run is not None and not run.is_finished:
+                if not _is_dead_cli_run(run):
+                    continue
+                instance.report_run_failed(
+                    run,
+                    message=f"its cdr-pipeline process (PID {run.tags[CLI_PID_TAG]}) ended "
+                    "before the run did",
+                )
+            storage.free_concurrency_slots_for_run(run_id)
+            log.warning("released the %s pool slot of abandoned run %s", pool, run_id)
+            released.append(run_id)
+    return released
+
+
+def _is_dead_cli_run(run: dg.DagsterRun) -> bool:
+    pid, host = run.tags.get(CLI_PID_TAG, ""), run.tags.get(CLI_HOST_TAG)
+    if not pid.isdigit() or host != socket.gethostname() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+def _cli_tags() -> dict[str, str]:
+    return {
+        "cdr/trigger": "cli",
+        CLI_PID_TAG: str(os.getpid()),
+        CLI_HOST_TAG: socket.gethostname(),
+    }
 
 
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -45,7 +128,7 @@ def run_reference_tables(defs: dg.Definitions, instance: dg.DagsterInstance) -> 
     """Materialise the unpartitioned reference tables (q850_causes)."""
     started = time.perf_counter()
     result = defs.resolve_job_def(REFERENCE_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG
+        instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG, tags=_cli_tags()
     )
     return PartitionOutcome(
         dt.date.min,
@@ -73,7 +156,7 @@ def run_partitions(
             instance=instance,
             raise_on_error=False,
             run_config=None if verbose else QUIET_RUN_CONFIG,
-            tags={"cdr/trigger": "cli"},
+            tags=_cli_tags(),
         )
         outcome = PartitionOutcome(
             day,
