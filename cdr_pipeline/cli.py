@@ -53,6 +53,17 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--max-rows", type=int, default=50, help="rows to show (default 50)")
     sql.set_defaults(command=cmd_sql)
 
+    snapshot = sub.add_parser(
+        "snapshot", help="copy the warehouse into a file to query for as long as you like"
+    )
+    snapshot.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where (default: warehouse-snapshot.duckdb beside the warehouse)",
+    )
+    snapshot.set_defaults(command=cmd_snapshot)
+
     simulator = sub.add_parser("simulator", help="serve a fake Callr export API on loopback")
     simulator.add_argument("--port", type=int, default=8765)
     simulator.add_argument("--host", default="127.0.0.1")
@@ -91,6 +102,24 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("CALLR_API_KEY") or "sim-key"
     logging.getLogger("cdr_pipeline").setLevel(logging.INFO)  # say where it listens
     serve(args.host, args.port, api_key)
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from cdr_pipeline import warehouse
+
+    settings = Settings.from_env()
+    if not settings.warehouse.exists():
+        raise ConfigError(
+            f"no warehouse at {settings.warehouse}: run `cdr-pipeline demo` or a backfill first, "
+            "or set CDR_WAREHOUSE"
+        )
+    default = settings.warehouse.with_name(f"{settings.warehouse.stem}-snapshot.duckdb")
+    target = args.output or default
+    warehouse.snapshot(settings.warehouse, target)
+    print(f"Snapshot of {settings.warehouse} written to {target}")
+    print(f"Query it for as long as you like (loads are not blocked): duckdb -readonly {target}")
+    print("Run `cdr-pipeline snapshot` again to refresh it.")
     return 0
 
 

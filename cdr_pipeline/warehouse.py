@@ -500,3 +500,26 @@ def upsert_realtime(
         table_rows=table_rows,
         through_seq=through_seq,
     )
+
+
+def snapshot(path: Path, target: Path, *, lock_wait_s: float = 60.0) -> Path:
+    """Copy the warehouse (tables and views) into `target`, a file analysts may keep open.
+
+    A session on the warehouse itself blocks the loads for as long as it stays open; a session
+    on a snapshot blocks nothing. The copy is made through a read-only connection (waiting, like
+    any reader, while a load writes), so it holds whole loads only; it is written next to
+    `target` and renamed over it, so a session still open on the previous snapshot keeps
+    reading that one, intact, until it reconnects.
+    """
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with connect(path, read_only=True, lock_wait_s=lock_wait_s) as con:
+        (source,) = con.execute("SELECT current_database()").fetchone() or ("",)
+        con.execute("ATTACH ? AS cdr_snapshot (READ_WRITE)", [str(partial)])
+        try:
+            con.execute(f'COPY FROM DATABASE "{source}" TO cdr_snapshot')
+        finally:
+            con.execute("DETACH cdr_snapshot")
+    os.replace(partial, target)
+    return target
