@@ -50,3 +50,23 @@ def test_window_stops_at_the_first_partition(tmp_path: Path) -> None:
     defs = build_definitions(settings(tmp_path, CDR_START_DATE="2026-11-04"))
     requests = evaluate(defs, dt.datetime(2026, 11, 6, 0, 30, tzinfo=dt.UTC))
     assert [r.partition_key for r in requests] == ["2026-11-04", "2026-11-05"]
+
+
+def test_default_window_is_yesterday_and_two_days_before_across_a_month_end(
+    tmp_path: Path,
+) -> None:
+    defs = build_definitions(settings(tmp_path))  # CDR_LATE_DAYS unset: the default, 2
+    requests = evaluate(defs, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.UTC))
+    assert [r.partition_key for r in requests] == ["2026-11-28", "2026-11-29", "2026-11-30"]
+
+
+def test_a_late_day_is_requested_again_by_the_next_ticks(tmp_path: Path) -> None:
+    """Dagster skips a run request whose run_key it has seen: each tick's re-load of a day
+    needs its own key, or the late billing it is there for would never land."""
+    defs = build_definitions(settings(tmp_path))
+    ticks = [dt.datetime(2026, 11, d, 0, 30, tzinfo=dt.UTC) for d in (5, 6, 7)]
+    keys = [
+        r.run_key for tick in ticks for r in evaluate(defs, tick) if r.partition_key == "2026-11-04"
+    ]
+    assert len(keys) == 3
+    assert len(set(keys)) == 3
