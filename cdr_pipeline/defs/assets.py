@@ -7,7 +7,6 @@ import datetime as dt
 import shutil
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -66,16 +65,11 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         }
         total_rows = total_bytes = 0
         started = time.perf_counter()
-        with callr.client() as client, ThreadPoolExecutor(len(DIRECTIONS)) as pool:
-            # Both directions at once: a download's gzip decoding, hashing and writing release
-            # the GIL, so two cores land a large day in about half the time.
-            downloads = pool.map(
-                lambda direction: client.fetch_export(
+        with callr.client() as client:
+            for direction in DIRECTIONS:
+                download = client.fetch_export(
                     direction, start, end, lake.lake.raw_file(day, direction)
-                ),
-                DIRECTIONS,
-            )
-            for direction, download in zip(DIRECTIONS, downloads, strict=True):
+                )
                 rows = normalize.count_csv_rows(download.path)
                 total_rows += rows
                 total_bytes += download.bytes
