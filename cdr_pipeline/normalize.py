@@ -4,7 +4,7 @@ The normaliser is made of polars *lazy* queries that the streaming engine runs:
 `scan_csv` -> typed/validated columns -> dedup -> `sink_parquet`. No Python code runs per row
 (no `map_elements`, no loops over rows), and memory stays bounded on 5M-row days (see
 "Streaming" below). `normalize_exports` plans, `write_normalized` runs and writes Parquet,
-`normalize_frames` runs the same stages in memory (tests, small inputs).
+`normalize_frames` runs `write_normalized` and reads its files back (tests, small inputs).
 
 Reading (contract section 1):
 
@@ -77,17 +77,24 @@ query that shares nothing with the typing, reject and dedup logic.
 
 Streaming (polars 2.1, measured on a 2-core machine with 24-field rows, ~250 bytes each):
 
-- no window function: the dedup is a `group_by(call_id)` (last order key, count), then a
-  membership filter on the kept order keys, and joins restricted to the repeated ids; all run
-  natively in the streaming engine (`show_graph(engine="streaming")` shows no in-memory
-  fallback). `replace_strict` did fall back to the in-memory engine, so Q.850 names are a join.
+- no window function: the dedup is a `group_by(call_id)` (last order key, count) that keeps
+  the repeated ids, then membership filters on those ids and their kept order keys, and joins
+  restricted to the repeated ids; all run natively in the streaming engine
+  (`show_graph(engine="streaming")` shows no in-memory fallback). `replace_strict` did fall
+  back to the in-memory engine, so Q.850 names are a join, made once per kept row.
 - one query for everything is *not* bounded: a plan that groups and joins the same rows, or
   that sinks one scan to two outputs, makes the engine buffer the rows for the slower branch
   (2.4 GB at 1M rows; 7.8 GB at 5M). So `write_normalized` runs four streaming stages through
   scratch Parquet files, each with one consumer per scan.
-- result: 5M rows in ~11 s with a peak of ~0.75 GB anonymous memory, 10M rows ~0.8 GB (the
-  dedup state is ~30 bytes per `call_id`). Repeated ids cost their kept row in memory: a day
-  where every one of 5M rows is an exact duplicate pair peaks at ~3 GB.
+- no raw text in the typed stage: JSON-encoding every row's raw text, for the few rows that
+  become rejects, was ~40 % of the typing. Stage four re-reads the rejected and differing
+  duplicate rows from the raw file by source row instead (one CSV parse of a file that has
+  any), and types them again with the same expressions, so flags and reasons cannot drift.
+- result: 5M rows (1.2 GB of CSV) in ~12 s on a busy 2-core machine, peak anonymous memory
+  ~0.5-0.8 GB (polars' in-flight batches and Parquet prefetch, plus the dedup state of ~30
+  bytes per `call_id`); docs/performance.md has the whole pipeline's figures. Repeated ids cost
+  their kept row in memory: a day where every one of 5M rows is an exact duplicate pair peaked
+  at ~3 GB (measured before the re-read change).
 """
 
 import csv
@@ -614,9 +621,7 @@ class _FileScan:
             (pl.col(_ROW) + self.index * _ORD_FILE_SHIFT).alias(_ORD),
             pl.lit(self.export.direction, pl.String).alias(_FILE_DIRECTION),
             raw_json.alias(_JSON),
-            pl.all_horizontal([pl.col(c).fill_null("") == "" for c in internal]).alias(
-                _EMPTY_ROW
-            ),
+            pl.all_horizontal([pl.col(c).fill_null("") == "" for c in internal]).alias(_EMPTY_ROW),
             # An empty row fails the `callid missing` rule, so no separate test is needed here.
             pl.any_horizontal(_FLAGS).alias(_REJECTED),
         )
@@ -832,9 +837,7 @@ def _write_rejects(
             differing.lazy(), on=_ORD, how="left", maintain_order="left"
         )
         reason = (
-            pl.when(pl.col(_REJECTED))
-            .then(_typing_reason())
-            .otherwise(pl.col(_DUPLICATE_REASON))
+            pl.when(pl.col(_REJECTED)).then(_typing_reason()).otherwise(pl.col(_DUPLICATE_REASON))
         )
         part = scratch_dir / f"rejects-{scan.index}.parquet"
         rejects = _rejects(
