@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from cdr_pipeline import q850
-from cdr_pipeline.config import ConfigError
+from cdr_pipeline.callr.simulator import simulate_export
+from cdr_pipeline.config import ConfigError, day_window
 from cdr_pipeline.normalize import (
     DuplicateColumnsError,
     ExportFile,
@@ -927,6 +928,31 @@ def test_write_normalized_equals_the_in_memory_path(tmp_path: Path, partitioned:
     assert_frame_equal(pl.read_parquet(out / "rejects.parquet"), rejects)
     calls_name = "calls" if partitioned else "calls.parquet"
     assert sorted(p.name for p in out.iterdir()) == [calls_name, "rejects.parquet"]  # no scratch
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_rejects_carry_the_raw_record_at_their_source_row(tmp_path: Path, seed: int) -> None:
+    # Regression for stage four, which re-reads reject rows from the raw file by source row:
+    # each reject's `raw` must be the record at that row, in any of the simulator's dialects.
+    start, end = day_window(DAY, "UTC")
+    files, expected_rejects = [], 0
+    for direction in ("inbound", "outbound"):
+        simulated = simulate_export(start, end, direction, calls_per_day=300, seed=seed)
+        expected_rejects += simulated.rejected_rows
+        files.append(export(tmp_path, simulated.body, direction, name=f"{direction}.csv"))
+    _, rejects, stats = normalize(files)
+    assert stats.rejected_rows == rejects.height == expected_rejects > 0
+    reasons = rejects["reason"].to_list()
+    assert any(r.startswith("duplicate callid") for r in reasons)
+    records = {
+        f.direction: list(csv.reader(io.StringIO(f.path.read_bytes().decode("utf-8-sig"))))
+        for f in files
+    }
+    for reject in rejects.iter_rows(named=True):
+        header, *rows = records[reject["direction"]]
+        assert json.loads(reject["raw"]) == dict(
+            zip(header, rows[reject["source_row"] - 1], strict=True)
+        )
 
 
 def test_write_normalized_with_no_rows(tmp_path: Path) -> None:
