@@ -12,7 +12,7 @@ import polars as pl
 
 from cdr_pipeline import alerts, marts, report
 from cdr_pipeline.config import Settings
-from cdr_pipeline.defs.assets import CALLS_KEY, WRITER_POOL
+from cdr_pipeline.defs.assets import CALLS_KEY, WRITER_POOL, markdown_table
 from cdr_pipeline.defs.resources import WarehouseResource, partition_date
 
 DAILY_KPIS_KEY = dg.AssetKey("daily_kpis")
@@ -179,21 +179,8 @@ def _kpi_metadata(kpis: pl.DataFrame, ner_causes: tuple[int, ...]) -> dict[str, 
         for name in ("calls", "asr", "ner", "acd_s", "billed_minutes", "peak_concurrent_calls"):
             metadata[f"{direction}_{name}"] = _number(row[name])
         metadata[f"{direction}_billing_debit"] = _number(float(row["billing_debit"]))
-    metadata["kpis"] = dg.MetadataValue.md(_markdown(kpis))
+    metadata["kpis"] = dg.MetadataValue.md(markdown_table(kpis, "(no calls on this day)"))
     return metadata
-
-
-def _markdown(frame: pl.DataFrame) -> str:
-    if frame.is_empty():
-        return "(no calls on this day)"
-    with pl.Config(
-        tbl_formatting="MARKDOWN",
-        tbl_hide_column_data_types=True,
-        tbl_hide_dataframe_shape=True,
-        tbl_cols=-1,
-        float_precision=4,
-    ):
-        return str(frame)
 
 
 def _schema(view: str) -> dg.TableSchema:

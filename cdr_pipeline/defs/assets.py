@@ -172,7 +172,7 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                 "files": [str(p) for p in published],
                 "parquet_bytes": parquet_bytes,
                 "normalize_s": round(elapsed, 3),
-                "preview": dg.MetadataValue.md(_markdown(preview)),
+                "preview": dg.MetadataValue.md(markdown_table(preview)),
             }
         )
 
@@ -273,14 +273,16 @@ def _iso(value: dt.datetime | None) -> str:
     return value.isoformat() if value else "none"
 
 
-def _markdown(frame: pl.DataFrame) -> str:
+def markdown_table(frame: pl.DataFrame, empty: str = "(no rows)") -> str:
+    """A small frame as a Markdown table, for Dagster metadata the UI renders."""
     if frame.is_empty():
-        return "(no rows)"
+        return empty
     with pl.Config(
         tbl_formatting="MARKDOWN",
         tbl_hide_column_data_types=True,
         tbl_hide_dataframe_shape=True,
         tbl_cols=-1,
         fmt_str_lengths=40,
+        float_precision=4,
     ):
         return str(frame)
