@@ -217,6 +217,34 @@ _RANK = (
 )
 
 
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection, *temp_tables: str) -> Iterator[None]:
+    """One DuckDB transaction: committed if the block succeeds, else rolled back; the block's
+    temporary tables are dropped either way."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for table in temp_tables:
+            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+def _append_rejects(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
+    """Insert rejects from Parquet files into `call_rejects`; how many rows they held."""
+    if not files:
+        return 0
+    return _count(
+        con,
+        f"INSERT INTO {REJECTS_TABLE} BY NAME "
+        "SELECT * FROM read_parquet(?, hive_partitioning = false)",
+        [[str(p) for p in files]],
+    )
+
+
 def load_partition(
     con: duckdb.DuckDBPyConnection,
     lake: Lake,
@@ -239,8 +267,7 @@ def load_partition(
         f"(SELECT {_CALL_NAMES}, ?::DATE AS load_partition "
         "FROM read_parquet(?, hive_partitioning = false)) i"
     )
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with _transaction(con, "orphaned"):
         incoming = 0
         if files:
             incoming = _count(
@@ -280,25 +307,8 @@ def load_partition(
         con.execute(
             "DELETE FROM call_rejects WHERE call_date = ?::DATE AND source = ?", [day, source]
         )
-        rejects = 0
-        if rejects_file.exists():
-            con.execute(
-                "INSERT INTO call_rejects BY NAME "
-                "SELECT * FROM read_parquet(?, hive_partitioning = false)",
-                [str(rejects_file)],
-            )
-            rejects = _count(
-                con,
-                "SELECT count(*) FROM call_rejects WHERE call_date = ?::DATE AND source = ?",
-                [day, source],
-            )
+        rejects = _append_rejects(con, [rejects_file] if rejects_file.exists() else [])
         table_rows = _count(con, "SELECT count(*) FROM calls")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.execute("DROP TABLE IF EXISTS temp.orphaned")
     return LoadStats(
         incoming_calls=incoming,
         calls_written=written,
@@ -336,12 +346,12 @@ def replace_q850(con: duckdb.DuckDBPyConnection, frame: object) -> int:
     ensure_schema(con)
     con.register("q850_frame", frame)
     try:
-        con.execute("BEGIN TRANSACTION")
-        con.execute(f"DELETE FROM {Q850_TABLE}")
-        con.execute(
-            f"INSERT INTO {Q850_TABLE} SELECT cause_code, cause_name, cause_class FROM q850_frame"
-        )
-        con.execute("COMMIT")
+        with _transaction(con):
+            con.execute(f"DELETE FROM {Q850_TABLE}")
+            con.execute(
+                f"INSERT INTO {Q850_TABLE} "
+                "SELECT cause_code, cause_name, cause_class FROM q850_frame"
+            )
     finally:
         con.unregister("q850_frame")
     return _count(con, f"SELECT count(*) FROM {Q850_TABLE}")
@@ -442,8 +452,7 @@ def upsert_realtime(
     watermark becomes `through_seq` in the same transaction, so a batch is loaded exactly once.
     """
     ensure_realtime_schema(con)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with _transaction(con, "incoming", "winners"):
         if calls_files:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT {_CALL_NAMES}, "
@@ -469,15 +478,7 @@ def upsert_realtime(
             "direction = excluded.direction, source = excluded.source, "
             "last_loaded_at = excluded.last_loaded_at"
         )
-        rejects = 0
-        if rejects_files:
-            before = _count(con, f"SELECT count(*) FROM {REJECTS_TABLE}")
-            con.execute(
-                f"INSERT INTO {REJECTS_TABLE} BY NAME "
-                "SELECT * FROM read_parquet(?, hive_partitioning = false)",
-                [[str(p) for p in rejects_files]],
-            )
-            rejects = _count(con, f"SELECT count(*) FROM {REJECTS_TABLE}") - before
+        rejects = _append_rejects(con, rejects_files)
         con.execute(
             f"INSERT INTO {REALTIME_WATERMARK_TABLE} VALUES (?, ?, now()) "
             "ON CONFLICT (landing_store_id) DO UPDATE SET "
@@ -485,13 +486,6 @@ def upsert_realtime(
             [landing_store_id, through_seq],
         )
         table_rows = _count(con, "SELECT count(*) FROM calls")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        for temp in ("incoming", "winners"):
-            con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
     return RealtimeLoadStats(
         incoming_calls=incoming,
         calls_written=written,
