@@ -1,9 +1,8 @@
 """Benchmark one daily partition end to end against the floor, DuckDB alone and dlt.
 
-    uv run python benchmarks/run.py --sizes 1000000                 # without dlt
-    uv sync --group bench                                           # once, for the dlt rows
-    uv run --group bench python benchmarks/run.py                   # 100k, 1M and 5M rows
-    uv run --group bench python benchmarks/run.py --write-doc docs/performance.md
+    uv run python benchmarks/run.py --sizes 1000000                 # a few minutes
+    uv run python benchmarks/run.py                                 # 100k, 1M and 5M rows
+    uv run python benchmarks/run.py --write-doc docs/performance.md
 
 For each size the Callr simulator's generator writes the day's two exports (inbound and
 outbound, `size / 2` calls each, plus the calls carried over from the day before, the
@@ -23,11 +22,12 @@ table shows medians over the rounds, with each ratio taken within a round and th
   `CREATE TABLE AS SELECT * FROM read_parquet()`: the least work any loader must do.
 - `duckdb`: `CREATE TABLE AS SELECT <the contract's casts> FROM read_csv()`: "just use SQL"
   (no reject reasons, no dedup, no reconciliation).
-- `dlt_arrow` / `dlt_rows`: dlt (installed by `--group bench` only; skipped with a message
-  otherwise) merging the same CSV into its own DuckDB file with `call_id` as primary key, fed
-  Arrow record batches read with pyarrow, or plain dict rows from `csv.DictReader` (the
-  latter only up to `--dict-rows-max` rows: it is slow). Columns are loaded as text (the
-  files hold rows a typed reader would choke on); that is less work than the pipeline does.
+- `dlt_arrow` / `dlt_rows`: dlt (from the `bench` dependency group, installed by default;
+  skipped with a message without it) merging the same CSV into its own DuckDB file with
+  `call_id` as primary key, fed Arrow record batches read with pyarrow, or plain dict rows
+  from `csv.DictReader` (the latter only up to `--dict-rows-max` rows: it is slow). Columns
+  are loaded as text (the files hold rows a typed reader would choke on); that is less work
+  than the pipeline does.
 
 Times cover the work only, not the interpreter start or the imports. Measures, never asserts.
 """
@@ -743,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not dlt_installed() and any(m in DLT_METHODS for m in methods):
         message = (
             "dlt is not installed: skipping the dlt rows "
-            "(`uv sync --group bench`, then `uv run --group bench python benchmarks/run.py`)"
+            "(it is in the `bench` dependency group: `uv sync --group bench`)"
         )
         print(message, flush=True)
         notes.append(message)
