@@ -219,15 +219,21 @@ def _style(ax: Axes, title: str | None = None) -> None:
     ax.tick_params(length=0)
 
 
+def _single_chart(
+    title_key: str, width: float, height: float, hide_grid: str
+) -> tuple[Figure, Axes]:
+    """A titled figure with one styled axes; grid lines along `hide_grid` are hidden."""
+    fig = _figure(width, height)
+    fig.suptitle(CHART_TITLES[title_key], x=0.01, ha="left", fontweight="bold", color=INK)
+    ax = fig.subplots()
+    _style(ax)
+    ax.grid(axis=hide_grid, visible=False)
+    return fig, ax
+
+
 def _calls_per_hour(hourly: pl.DataFrame) -> Figure:
     with matplotlib.rc_context(_RC):
-        fig = _figure(11, 3.6)
-        fig.suptitle(
-            CHART_TITLES["calls_per_hour"], x=0.01, ha="left", fontweight="bold", color=INK
-        )
-        ax = fig.subplots()
-        _style(ax)
-        ax.grid(axis="x", visible=False)
+        fig, ax = _single_chart("calls_per_hour", 11, 3.6, hide_grid="x")
         if hourly.is_empty():
             _empty(ax)
             return fig
@@ -303,11 +309,7 @@ def _asr_ner_trend(trend: pl.DataFrame, day: dt.date) -> Figure:
 
 def _hangup_causes(causes: pl.DataFrame) -> Figure:
     with matplotlib.rc_context(_RC):
-        fig = _figure(5.6, 3.9)
-        fig.suptitle(CHART_TITLES["hangup_causes"], x=0.01, ha="left", fontweight="bold", color=INK)
-        ax = fig.subplots()
-        _style(ax)
-        ax.grid(axis="y", visible=False)
+        fig, ax = _single_chart("hangup_causes", 5.6, 3.9, hide_grid="y")
         if causes.is_empty():
             _empty(ax)
             return fig
@@ -356,13 +358,7 @@ def _hangup_causes(causes: pl.DataFrame) -> Figure:
 
 def _cost_by_destination(destinations: pl.DataFrame) -> Figure:
     with matplotlib.rc_context(_RC):
-        fig = _figure(5.6, 3.9)
-        fig.suptitle(
-            CHART_TITLES["cost_by_destination"], x=0.01, ha="left", fontweight="bold", color=INK
-        )
-        ax = fig.subplots()
-        _style(ax)
-        ax.grid(axis="y", visible=False)
+        fig, ax = _single_chart("cost_by_destination", 5.6, 3.9, hide_grid="y")
         if destinations.is_empty():
             _empty(ax)
             return fig
