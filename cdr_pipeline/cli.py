@@ -105,15 +105,21 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_snapshot(args: argparse.Namespace) -> int:
-    from cdr_pipeline import warehouse
-
+def _settings_with_warehouse() -> Settings:
+    """Settings from the environment, once the warehouse they name exists."""
     settings = Settings.from_env()
     if not settings.warehouse.exists():
         raise ConfigError(
             f"no warehouse at {settings.warehouse}: run `cdr-pipeline demo` or a backfill first, "
             "or set CDR_WAREHOUSE"
         )
+    return settings
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from cdr_pipeline import warehouse
+
+    settings = _settings_with_warehouse()
     default = settings.warehouse.with_name(f"{settings.warehouse.stem}-snapshot.duckdb")
     target = args.output or default
     warehouse.snapshot(settings.warehouse, target)
@@ -129,12 +135,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     from cdr_pipeline import warehouse
 
-    settings = Settings.from_env()
-    if not settings.warehouse.exists():
-        raise ConfigError(
-            f"no warehouse at {settings.warehouse}: run `cdr-pipeline demo` or a backfill first, "
-            "or set CDR_WAREHOUSE"
-        )
+    settings = _settings_with_warehouse()
     # Read-only and short-lived: the connection is closed as soon as the result is in memory,
     # so a quick question never holds the file against the loader for long.
     with warehouse.connect(settings.warehouse, read_only=True, lock_wait_s=60) as con:

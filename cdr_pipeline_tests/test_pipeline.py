@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -30,12 +29,6 @@ REJECTS_SQL = """
 SELECT count(*), md5(string_agg(r::VARCHAR, chr(10) ORDER BY call_date, direction, source_row))
 FROM call_rejects r
 """
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
 
 
 def settings_for(tmp_path: Path, base_url: str) -> Settings:

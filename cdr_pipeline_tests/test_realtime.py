@@ -49,14 +49,6 @@ def _settings(data_dir: Path, **env: str) -> Settings:
 
 
 @pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as dagster_instance:
-        yield dagster_instance
-
-
-@pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[ThreadedReceiver]:
     credentials = auth.Credentials(SECRET.encode(), TOKEN.encode())
     with ThreadedReceiver(_settings(tmp_path), credentials) as server:

@@ -9,11 +9,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from cdr_pipeline import warehouse
 from cdr_pipeline.config import Settings
@@ -53,14 +51,6 @@ def _warehouse_callids(settings: Settings) -> set[int]:
     with warehouse.connect(settings.warehouse, read_only=True) as con:
         rows = con.execute("SELECT call_id FROM calls WHERE source = 'webhook'").fetchall()
     return {r[0] for r in rows}
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as dagster_instance:
-        yield dagster_instance
 
 
 def _load_with_sensor(settings: Settings, instance: dg.DagsterInstance) -> float:
