@@ -256,12 +256,20 @@ def signed_webhook(callid: int, *, started: str = "2026-11-02T10:15:00+01:00") -
 
 
 def send_events(
-    base_url: str, bodies: Sequence[bytes], *, concurrency: int = 50, timeout_s: float = 120.0
+    base_url: str,
+    bodies: Sequence[bytes],
+    *,
+    concurrency: int = 50,
+    timeout_s: float = 120.0,
+    held_from: int | None = None,
+    release: threading.Event | None = None,
 ) -> list[Outcome]:
     """POST every body (signed) from `concurrency` concurrent clients; bounded by `timeout_s`.
 
     Each client is a thread with its own keep-alive `httpx.Client` (an `AsyncClient` costs
     about 5x more CPU per request here, and the client, not the receiver, became the limit).
+    With `held_from` and `release`, bodies from that index on wait until `release` is set, so a
+    test can act (e.g. kill the server) while the load is provably unfinished.
     """
     deadline = time.monotonic() + timeout_s
     pending: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -276,6 +284,8 @@ def send_events(
                     index = pending.get_nowait()
                 except queue.Empty:
                     return
+                if held_from is not None and release is not None and index >= held_from:
+                    release.wait(max(0.0, deadline - time.monotonic()))
                 body = bodies[index]
                 started = time.perf_counter()
                 try:

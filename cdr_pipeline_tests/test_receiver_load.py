@@ -84,13 +84,23 @@ def test_10000_signed_events_from_50_clients_all_reach_calls(
 
 
 def test_sigkill_mid_load_loses_no_acknowledged_event(tmp_path: Path, instance: dg.DagsterInstance):
-    count, clients, kill_after = 4_000, 50, 1_500
+    count, clients, kill_after, held_from = 4_000, 50, 1_500, 3_000
     bodies = [signed_webhook(FIRST_CALLID + i) for i in range(count)]
     server = ReceiverProcess(tmp_path, tmp_path / "receiver.log").start()
     outcomes: list = []
+    # Events from `held_from` on are sent only after the kill: however fast this machine is,
+    # the load is unfinished when the server dies (the first ones may be in flight then).
+    killed = threading.Event()
     sender = threading.Thread(
         target=lambda: outcomes.extend(
-            send_events(server.base_url, bodies, concurrency=clients, timeout_s=60)
+            send_events(
+                server.base_url,
+                bodies,
+                concurrency=clients,
+                timeout_s=60,
+                held_from=held_from,
+                release=killed,
+            )
         )
     )
     try:
@@ -101,10 +111,12 @@ def test_sigkill_mid_load_loses_no_acknowledged_event(tmp_path: Path, instance: 
                 break
             time.sleep(0.02)
         server.kill()
+        killed.set()
         killed_at = len(_landed_callids(tmp_path))
         sender.join(timeout=90)
         assert not sender.is_alive()
     finally:
+        killed.set()
         server.kill()
     first_acks = {o.index for o in outcomes if o.acknowledged}
     failed = [o.index for o in outcomes if not o.acknowledged]
