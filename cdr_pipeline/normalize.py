@@ -38,9 +38,10 @@ its value, `; `-joined (values longer than 60 characters are shortened with `…
   overflowing -> rejected; empty -> null.
 - money (`billingDebit`, `billingCredit`, in cents): a plain decimal number (optional sign, no
   exponent, no thousands separator) with at most 4 fractional digits; converted to currency
-  units = cents / 100 by moving the decimal point in the *text* (never through a float), then
-  parsed as DECIMAL(18,6): `12.75` -> 0.127500, `0.0001` -> 0.000001. More than 4 fractional
-  digits, not a number, or beyond DECIMAL(18,6) -> rejected; empty -> null.
+  units = cents / 100 by exact decimal arithmetic (the text parsed as a scaled integer, times
+  the decimal 0.01; never through a float) into DECIMAL(18,6): `12.75` -> 0.127500,
+  `0.0001` -> 0.000001. More than 4 fractional digits, not a number, or beyond DECIMAL(18,6)
+  -> rejected; empty -> null.
 - `callerRestricted`: true/false/1/0/yes/no in any case; any other value is rejected (the
   contract lists no other spelling, and guessing would silently mislabel CLIR calls).
 - `direction`: lower-cased; not inbound/outbound (or missing) -> rejected. The row's own
@@ -103,6 +104,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -142,7 +144,6 @@ _LOWER_CASED: frozenset[str] = frozenset(
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 _INT_RE = r"^[+-]?[0-9]+$"
-_MONEY_RE = r"^(?P<sign>[+-]?)(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*))?$"
 _MONEY_NUMBER_RE = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
 _TS_RE = (
     r"^(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
@@ -414,21 +415,18 @@ def _field_typing(field: str, column: str, dtype: pl.DataType) -> _FieldTyping:
         )
 
     if isinstance(dtype, pl.Decimal):  # money, in cents
-        groups = part.struct
-        fraction = groups.field("frac").fill_null("")
-        whole = groups.field("int").str.zfill(3)
-        # cents -> units: move the decimal point two places left, in the text.
-        units = pl.concat_str(
-            groups.field("sign"),
-            whole.str.head(-2),
-            pl.lit("."),
-            whole.str.tail(2),
-            fraction.str.pad_end(_MAX_CENT_DECIMALS, "0"),
-        )
+        # cents -> units, exactly: the text is read as a decimal with the 4 fractional digits
+        # a cent may have, then multiplied by the decimal 0.01 (integer arithmetic on the
+        # scaled values: 4 + 2 fractional digits fit scale 6, so nothing is rounded). The
+        # regexes decide what is a number: `str.to_decimal` alone would also take forms the
+        # contract rejects, and rounds extra fractional digits.
         is_number = stripped.str.contains(_MONEY_NUMBER_RE)
-        too_precise = fraction.str.len_chars() > _MAX_CENT_DECIMALS
+        too_precise = stripped.str.contains(_TOO_PRECISE_RE)
+        cents = stripped.str.to_decimal(scale=_MAX_CENT_DECIMALS).cast(
+            pl.Decimal(MONEY_PRECISION + 2, MONEY_SCALE), strict=False
+        )
         value = pl.when(is_number & ~too_precise).then(
-            units.str.to_decimal(scale=MONEY_SCALE).cast(dtype, strict=False)
+            (cents * pl.lit(Decimal("0.01"), pl.Decimal(3, 2))).cast(dtype, strict=False)
         )
         what = (
             pl.when(~raw_stripped.str.contains(_MONEY_NUMBER_RE))
@@ -437,11 +435,7 @@ def _field_typing(field: str, column: str, dtype: pl.DataType) -> _FieldTyping:
             .then(pl.lit(f"more than {_MAX_CENT_DECIMALS} fractional digits of a cent"))
             .otherwise(pl.lit(f"out of DECIMAL({MONEY_PRECISION},{MONEY_SCALE}) range"))
         )
-        return _FieldTyping(
-            {_part_name(field): stripped.str.extract_groups(_MONEY_RE)},
-            value,
-            (_Rule(invalid, _message(field, what, raw)),),
-        )
+        return _FieldTyping({}, value, (_Rule(invalid, _message(field, what, raw)),))
 
     if dtype == pl.Boolean:
         lowered = stripped.str.to_lowercase()
