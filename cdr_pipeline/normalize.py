@@ -155,6 +155,10 @@ _MAX_CENT_DECIMALS = 4
 _TOO_PRECISE_RE = rf"\.[0-9]{{{_MAX_CENT_DECIMALS + 1},}}$"
 _ORD_FILE_SHIFT = 1 << 40  # order key = file index * 2^40 + source row
 _SHOWN_VALUE_CHARS = 60
+# Stage four re-reads its few rows by slices of the raw file: polars finds a record by a fast
+# quote-aware scan (~50 ms for a 600 MB file, against ~0.7 s to parse it all); beyond this many
+# runs of consecutive rows, one filtered parse of the file is cheaper.
+_MAX_ROW_RUNS = 8
 _INT_RANGES: dict[type[pl.DataType], tuple[int, int, str]] = {
     pl.Int16: (-(2**15), 2**15 - 1, "SMALLINT"),
     pl.Int32: (-(2**31), 2**31 - 1, "INTEGER"),
@@ -560,6 +564,24 @@ def _rejects(
     )
 
 
+def _row_runs(rows: pl.Series) -> list[tuple[int, int]] | None:
+    """1-based source rows as (first row, length) runs of consecutive rows, in order.
+
+    None when there are more than `_MAX_ROW_RUNS` runs: reading that many slices costs more
+    than one filtered pass over the file.
+    """
+    ordered = rows.cast(pl.Int64).unique().sort()
+    starts = (ordered.diff() != 1).fill_null(True)
+    if starts.sum() > _MAX_ROW_RUNS:
+        return None
+    runs = (
+        pl.DataFrame({"row": ordered, "run": starts.cum_sum()})
+        .group_by("run", maintain_order=True)
+        .agg(pl.col("row").first().alias("first"), pl.len().alias("length"))
+    )
+    return list(zip(runs["first"].to_list(), runs["length"].to_list(), strict=True))
+
+
 @dataclass(frozen=True)
 class _FileScan:
     """How to read and type one non-blank export file.
@@ -592,22 +614,31 @@ class _FileScan:
         raw_json = pl.struct(
             [pl.col(c).alias(key) for c, key in zip(internal, _json_keys(self.header), strict=True)]
         ).struct.json_encode()
-        records = (
-            pl.scan_csv(
-                self.export.path,
-                has_header=True,
-                new_columns=internal,
-                infer_schema=False,
-                empty_string_is_null=False,
-                encoding="utf8-lossy",
-                quote_char='"',
-                separator=",",
-            )
-            .with_row_index(_ROW, offset=1)
-            .with_columns(pl.col(_ROW).cast(pl.Int64))
+        csv = pl.scan_csv(
+            self.export.path,
+            has_header=True,
+            new_columns=internal,
+            infer_schema=False,
+            empty_string_is_null=False,
+            encoding="utf8-lossy",
+            quote_char='"',
+            separator=",",
         )
-        if rows is not None:
-            records = records.filter(pl.col(_ROW).is_in(rows.cast(pl.Int64).implode()))
+        runs = None if rows is None else _row_runs(rows)
+        if rows is None:
+            records = csv.with_row_index(_ROW, offset=1)
+        elif runs is not None:
+            records = pl.concat(
+                [
+                    csv.slice(first - 1, length).with_row_index(_ROW, offset=first)
+                    for first, length in runs
+                ]
+            )
+        else:
+            records = csv.with_row_index(_ROW, offset=1).filter(
+                pl.col(_ROW).is_in(rows.cast(pl.Int64).implode())
+            )
+        records = records.with_columns(pl.col(_ROW).cast(pl.Int64))
         return _typed(
             records.with_columns(pl.lit(None, pl.String).alias(_RAW + f) for f in absent),
             self.timezone,

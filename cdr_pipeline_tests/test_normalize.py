@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from cdr_pipeline import normalize as normalize_module
 from cdr_pipeline import q850
 from cdr_pipeline.callr.simulator import simulate_export
 from cdr_pipeline.config import ConfigError, day_window
@@ -930,10 +931,15 @@ def test_write_normalized_equals_the_in_memory_path(tmp_path: Path, partitioned:
     assert sorted(p.name for p in out.iterdir()) == [calls_name, "rejects.parquet"]  # no scratch
 
 
+@pytest.mark.parametrize("max_runs", [8, 0], ids=["slices", "filtered-scan"])
 @pytest.mark.parametrize("seed", [5, 6, 7])
-def test_rejects_carry_the_raw_record_at_their_source_row(tmp_path: Path, seed: int) -> None:
-    # Regression for stage four, which re-reads reject rows from the raw file by source row:
-    # each reject's `raw` must be the record at that row, in any of the simulator's dialects.
+def test_rejects_carry_the_raw_record_at_their_source_row(
+    tmp_path: Path, seed: int, max_runs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression for stage four, which re-reads reject rows from the raw file by source row,
+    # by slices of the file or (beyond `_MAX_ROW_RUNS` runs) one filtered scan: each reject's
+    # `raw` must be the record at that row, in any of the simulator's dialects.
+    monkeypatch.setattr(normalize_module, "_MAX_ROW_RUNS", max_runs)
     start, end = day_window(DAY, "UTC")
     files, expected_rejects = [], 0
     for direction in ("inbound", "outbound"):
@@ -953,6 +959,37 @@ def test_rejects_carry_the_raw_record_at_their_source_row(tmp_path: Path, seed: 
         assert json.loads(reject["raw"]) == dict(
             zip(header, rows[reject["source_row"] - 1], strict=True)
         )
+
+
+@pytest.mark.parametrize("max_runs", [8, 1, 0], ids=["slices", "one-run", "filtered-scan"])
+def test_rejects_re_read_across_quoted_newlines_blank_lines_and_runs(
+    tmp_path: Path, max_runs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Records, not lines, are counted: slices of the raw file must land on the same records as
+    # the typing pass, after multi-line records, blank lines, CRLF and a BOM. Rejects 2-3 and
+    # 7-8 are runs of consecutive rows; 5 is a blank line.
+    monkeypatch.setattr(normalize_module, "_MAX_ROW_RUNS", max_runs)
+    rows = [
+        row(callid="1", callerName="two\r\nlines"),
+        row(callid="x2"),
+        row(callid="3", started="yesterday"),
+        row(callid="4", scenarioName="a\nb\nc"),
+        None,
+        row(callid="6", callerName='say "hi"\n'),
+        row(callid="7", durationTotal="-1"),
+        row(callid="8", callerRestricted="maybe", callerName="end\r\n"),
+        row(callid="9"),
+    ]
+    header = list(SOURCE_FIELDS)
+    records = [header, *[[r[f] for f in header] if r else [] for r in rows]]
+    content = "\ufeff" + write_rows(records, "\r\n")
+    calls, rejects, _ = normalize([export(tmp_path, content)])
+    assert calls["call_id"].to_list() == [1, 4, 6, 9]
+    assert rejects["source_row"].to_list() == [2, 3, 5, 7, 8]
+    for reject in rejects.iter_rows(named=True):
+        source = rows[reject["source_row"] - 1]
+        expected = dict.fromkeys(header, "") if source is None else source
+        assert json.loads(reject["raw"]) == {f: expected[f] for f in header}
 
 
 def test_write_normalized_with_no_rows(tmp_path: Path) -> None:
