@@ -89,8 +89,10 @@ Streaming (polars 2.1, measured on a 2-core machine with 24-field rows, ~250 byt
   scratch Parquet files, each with one consumer per scan.
 - no raw text in the typed stage: JSON-encoding every row's raw text, for the few rows that
   become rejects, was ~40 % of the typing. Stage four re-reads the rejected and differing
-  duplicate rows from the raw file by source row instead (one CSV parse of a file that has
-  any), and types them again with the same expressions, so flags and reasons cannot drift.
+  duplicate rows from the raw file by source row instead, and types them again with the same
+  expressions, so flags and reasons cannot drift. It reads slices of the file (polars finds a
+  record by a quote-aware scan, ~50 ms for 600 MB) while the rows form at most
+  `_MAX_ROW_RUNS` runs, and one filtered parse of the file beyond that.
 - result: 5M rows (1.2 GB of CSV) in ~12 s on a busy 2-core machine, peak anonymous memory
   ~0.5-0.8 GB (polars' in-flight batches and Parquet prefetch, plus the dedup state of ~30
   bytes per `call_id`); docs/performance.md has the whole pipeline's figures. Repeated ids cost
@@ -913,8 +915,9 @@ def write_normalized(
     scan per source and memory is bounded by the in-flight batches plus the dedup state, which
     grows with the number of distinct `call_id`s (~30 bytes each), not with the rows. Why the
     re-read: JSON-encoding every row's raw text for the few that become rejects cost ~40 % of
-    the typing (measured at 1M rows); re-reading a raw file costs one CSV parse of it, and
-    only when it holds a reject. The typed and rejected counts and the `started_at` range are
+    the typing (measured at 1M rows); re-reading a few rows by slices of the raw file costs
+    a quote-aware record scan per run of rows (at most one parse of the file), and only when
+    it holds a reject. The typed and rejected counts and the `started_at` range are
     read back from the written files, and `raw_rows` is counted from the raw files, so
     `NormalizeStats.reconciles` compares independent numbers.
 
