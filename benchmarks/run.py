@@ -153,8 +153,8 @@ def _core(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     raw_rows = 0
     with CallrExportClient(spec["base_url"], spec["api_key"]) as client:
-        for direction in DIRECTIONS:
-            download = client.fetch_export(direction, start, end, lake.raw_file(DAY, direction))
+        dests = {direction: lake.raw_file(DAY, direction) for direction in DIRECTIONS}
+        for download in client.fetch_exports(dests, start, end):
             raw_rows += normalize.count_csv_rows(download.path)
     phases["fetch"] = time.perf_counter() - started
 

@@ -81,6 +81,63 @@ def test_fetch_replaces_an_existing_file(simulator: SimulatorServer, tmp_path: P
     assert leftovers(tmp_path) == ["outbound.csv"]
 
 
+def test_fetch_exports_overlaps_the_directions_once_the_first_is_accepted(
+    simulator: SimulatorServer, tmp_path: Path
+):
+    simulator.inject(Fault.slow_body(1.0))  # the first answer's body takes a second
+    dests = {"inbound": tmp_path / "in.csv", "outbound": tmp_path / "out.csv"}
+    with make_client(simulator) as client:
+        downloads = client.fetch_exports(dests, START, END)
+
+    assert [d.direction for d in downloads] == ["inbound", "outbound"]
+    for download in downloads:
+        assert download.path == dests[download.direction]
+        assert download.path.read_bytes() == expected_body(download.direction)
+    first, second = simulator.requests
+    assert (first.query["direction"], first.fault) == ("inbound", "slow_body")
+    assert first.finished_s is not None
+    assert second.arrived_s < first.finished_s  # asked while the first body was still coming
+    assert leftovers(tmp_path) == ["in.csv", "out.csv"]
+
+
+def test_fetch_exports_with_a_rejected_key_sends_one_request(
+    simulator: SimulatorServer, tmp_path: Path
+):
+    dests = {"inbound": tmp_path / "in.csv", "outbound": tmp_path / "out.csv"}
+    with (
+        make_client(simulator, api_key=LEAKY_KEY) as client,
+        pytest.raises(CallrAuthError, match="HTTP 401") as caught,
+    ):
+        client.fetch_exports(dests, START, END)
+    assert LEAKY_KEY not in str(caught.value)
+    assert [r.status for r in simulator.requests] == [401]
+    assert leftovers(tmp_path) == []
+
+
+def test_fetch_exports_when_the_first_is_unavailable_never_asks_for_the_second(
+    simulator: SimulatorServer, tmp_path: Path
+):
+    simulator.inject(*[Fault.status(503)] * FAST.max_attempts)
+    dests = {"inbound": tmp_path / "in.csv", "outbound": tmp_path / "out.csv"}
+    with make_client(simulator) as client, pytest.raises(CallrUnavailableError):
+        client.fetch_exports(dests, START, END)
+    assert {r.query["direction"] for r in simulator.requests} == {"inbound"}
+    assert len(simulator.requests) == FAST.max_attempts
+    assert leftovers(tmp_path) == []
+
+
+def test_fetch_exports_when_the_second_fails_keeps_the_first_and_raises(
+    simulator: SimulatorServer, tmp_path: Path
+):
+    # The first answer is slow, so the second direction's attempts take the 503s.
+    simulator.inject(Fault.slow_body(0.5), *[Fault.status(503)] * FAST.max_attempts)
+    dests = {"inbound": tmp_path / "in.csv", "outbound": tmp_path / "out.csv"}
+    with make_client(simulator) as client, pytest.raises(CallrUnavailableError, match="outbound"):
+        client.fetch_exports(dests, START, END)
+    assert (tmp_path / "in.csv").read_bytes() == expected_body("inbound")
+    assert leftovers(tmp_path) == ["in.csv"]  # no partial file of the failed one
+
+
 def test_429_with_retry_after_seconds_is_honoured(simulator: SimulatorServer, tmp_path: Path):
     simulator.inject(Fault.status(429, retry_after="1"))
     began = time.monotonic()

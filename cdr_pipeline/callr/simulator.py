@@ -889,7 +889,7 @@ class Fault:
     """One injected misbehaviour, consumed by the next request (see SimulatorServer.inject).
 
     Build them with the class methods: `Fault.status(429, retry_after="1")`, `Fault.slow(2.0)`,
-    `Fault.truncate(0.5)`, `Fault.drop()`, `Fault.bad_key()`.
+    `Fault.slow_body(1.0)`, `Fault.truncate(0.5)`, `Fault.drop()`, `Fault.bad_key()`.
     """
 
     kind: str
@@ -926,6 +926,11 @@ class Fault:
         return cls("slow", seconds=seconds)
 
     @classmethod
+    def slow_body(cls, seconds: float) -> "Fault":
+        """Answer at once, but spread the body over `seconds` (a slow link)."""
+        return cls("slow_body", seconds=seconds)
+
+    @classmethod
     def truncate(cls, fraction: float = 0.5) -> "Fault":
         """Announce the full Content-Length, send only `fraction` of the body, then close."""
         if not 0 <= fraction < 1:
@@ -955,6 +960,9 @@ class ServedRequest:
         content_encoding: `gzip` when the body was gzip-encoded, else None.
         body_bytes: Body bytes written on the wire (may be fewer than announced).
         fault: The injected fault's kind that shaped this answer, if any.
+        arrived_s: `time.monotonic()` when the request was read.
+        finished_s: `time.monotonic()` just before the last bytes of the answer were written
+            (set before the client can see the answer complete; None if never answered).
     """
 
     method: str
@@ -964,6 +972,8 @@ class ServedRequest:
     content_encoding: str | None = None
     body_bytes: int = 0
     fault: str | None = None
+    arrived_s: float = dataclasses.field(default_factory=time.monotonic)
+    finished_s: float | None = None
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -1198,7 +1208,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "truncate":
             sent = int(size * fault.fraction)
             self.close_connection = True
-        self._send(record, 200, body, "text/csv; charset=utf-8", headers, sent=sent)
+        pace_s = fault.seconds if fault is not None and fault.kind == "slow_body" else 0.0
+        self._send(record, 200, body, "text/csv; charset=utf-8", headers, sent=sent, pace_s=pace_s)
 
     def _error(
         self, record: ServedRequest, code: int, message: str, headers: dict[str, str] | None = None
@@ -1214,8 +1225,12 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str,
         headers: dict[str, str],
         sent: int | None = None,
+        pace_s: float = 0.0,
     ) -> None:
-        """Answer with `body` (bytes, or a file streamed from disk), sending `sent` bytes of it."""
+        """Answer with `body` (bytes, or a file streamed from disk), sending `sent` bytes of it.
+
+        With `pace_s`, the body goes in 20 pieces spread over that many seconds.
+        """
         size = len(body) if isinstance(body, bytes) else body.stat().st_size
         sent = size if sent is None else sent
         record.status = code
@@ -1229,10 +1244,22 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        if isinstance(body, bytes):
+        if pace_s > 0:
+            data = body[:sent] if isinstance(body, bytes) else body.read_bytes()[:sent]
+            piece = max(1, -(-len(data) // 20))
+            for offset in range(0, len(data), piece):
+                if offset:
+                    time.sleep(pace_s / 20)
+                if offset + piece >= len(data):
+                    record.finished_s = time.monotonic()
+                self.wfile.write(data[offset : offset + piece])
+                self.wfile.flush()
+        elif isinstance(body, bytes):
+            record.finished_s = time.monotonic()
             self.wfile.write(body[:sent])
         else:
             self.wfile.flush()
+            record.finished_s = time.monotonic()
             with body.open("rb") as source:
                 self.connection.sendfile(source, 0, sent)
         self.wfile.flush()

@@ -66,10 +66,13 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         total_rows = total_bytes = 0
         started = time.perf_counter()
         with callr.client() as client:
-            for direction in DIRECTIONS:
-                download = client.fetch_export(
-                    direction, start, end, lake.lake.raw_file(day, direction)
-                )
+            downloads = client.fetch_exports(
+                {direction: lake.lake.raw_file(day, direction) for direction in DIRECTIONS},
+                start,
+                end,
+            )
+            for download in downloads:
+                direction = download.direction
                 rows = normalize.count_csv_rows(download.path)
                 total_rows += rows
                 total_bytes += download.bytes
