@@ -273,6 +273,15 @@ def load_partition(
             incoming = _count(
                 con, "SELECT count(*) FROM read_parquet(?, hive_partitioning = false)", [files]
             )
+        # Calls this partition stored before and no longer brings (none on a first load: then
+        # the incoming ids are not even read).
+        stored = _count(
+            con,
+            "SELECT count(*) FROM (SELECT 1 FROM calls WHERE load_partition = ?::DATE "
+            "AND source = ? LIMIT 1)",
+            [day, source],
+        )
+        if files and stored:
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE orphaned AS SELECT call_id FROM calls "
                 "WHERE load_partition = ?::DATE AND source = ? AND call_id NOT IN "
