@@ -820,8 +820,10 @@ def _scan_all(paths: Sequence[Path], schema: dict[str, pl.DataType]) -> pl.LazyF
 # 98 MB for a 5M-row day) and writes it ~10 % faster.
 _PUBLISHED = {"compression": "zstd", "compression_level": 1}
 
-# Scratch files are read once, by this process: fast compression, no column statistics.
-_SCRATCH = {"compression": "lz4", "statistics": False}
+# Scratch files are read once, by this process: fast compression, no column statistics, and
+# small row groups, because the Parquet reader prefetches whole row groups: 64k-row groups cut
+# the dedup stage's peak memory at 5M rows from ~0.9-1.0 GB to ~0.7-0.8 GB, at the same speed.
+_SCRATCH = {"compression": "lz4", "statistics": False, "row_group_size": 65_536}
 
 # Stages three and four read each scratch file once per branch instead of sharing one read:
 # a shared read lets one branch race ahead while the engine buffers the rows for the other.
