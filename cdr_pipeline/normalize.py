@@ -93,7 +93,7 @@ Streaming (polars 2.1, measured on a 2-core machine with 24-field rows, ~250 byt
   expressions, so flags and reasons cannot drift. It reads slices of the file (polars finds a
   record by a quote-aware scan, ~50 ms for 600 MB) while the rows form at most
   `_MAX_ROW_RUNS` runs, and one filtered parse of the file beyond that.
-- result: 5M rows (1.2 GB of CSV) in ~12 s on a busy 2-core machine, peak anonymous memory
+- result: 5M rows (1.2 GB of CSV) in ~8 s on a quiet 2-core machine, peak anonymous memory
   ~0.5-0.8 GB (polars' in-flight batches and Parquet prefetch, plus the dedup state of ~30
   bytes per `call_id`); docs/performance.md has the whole pipeline's figures. Repeated ids cost
   their kept row in memory: a day where every one of 5M rows is an exact duplicate pair peaked
