@@ -617,10 +617,9 @@ class _FileScan:
             quote_char='"',
             separator=",",
         )
-        runs = None if rows is None else _row_runs(rows)
         if rows is None:
             records = csv.with_row_index(_ROW, offset=1)
-        elif runs is not None:
+        elif (runs := _row_runs(rows)) is not None:
             records = pl.concat(
                 [
                     csv.slice(first - 1, length).with_row_index(_ROW, offset=first)

@@ -269,8 +269,8 @@ class CallrExportClient:
             )
             leading.add_done_callback(lambda _: answered.set())
             answered.wait()
-            if leading.done() and leading.exception() is not None:
-                return [leading.result()]  # raises the first request's error
+            if leading.done():
+                leading.result()  # raises the first request's error; nothing else was asked
             following = [pool.submit(self.fetch_export, d, start, end, p) for d, p in others]
             wait([leading, *following])
         return [future.result() for future in (leading, *following)]
@@ -291,8 +291,8 @@ class CallrExportClient:
             start: Tz-aware start of the window (sent as UTC `from`).
             end: Tz-aware end of the window, excluded (sent as UTC `to`).
             dest: The file to create or replace; its folder is created if needed.
-            on_accepted: Called once, when a response first arrives with a 2xx status (before
-                its body is read).
+            on_accepted: Called when a response arrives with a 2xx status, before its body is
+                read (again if that attempt fails and a retry is answered 2xx too).
 
         Returns:
             What was landed, with its size, hash, duration and attempts.
