@@ -504,19 +504,6 @@ _FLAGS: tuple[str, ...] = tuple(_flag_name(i) for i in range(len(_RULES)))
 # `calls` columns that follow from others; added once per kept row, after the dedup.
 _DERIVED: tuple[str, ...] = ("hangup_cause_name", "hangup_cause_class", "source")
 
-# Every data record typed and flagged, with what a reject needs (raw text, raw JSON).
-_TYPED_SCHEMA: dict[str, pl.DataType] = {
-    **CALL_SCHEMA,
-    _ROW: pl.Int64(),
-    _ORD: pl.Int64(),
-    _FILE_DIRECTION: pl.String(),
-    _JSON: pl.String(),
-    _REJECTED: pl.Boolean(),
-    _EMPTY_ROW: pl.Boolean(),
-    **{_RAW + f: pl.String() for f in SOURCE_FIELDS},
-    **{flag: pl.Boolean() for flag in _FLAGS},
-}
-
 # Stage one's scratch file: only what the dedup and `calls` need. The rejects re-read their
 # few rows from the raw file (stage four) instead of carrying raw text for every row.
 _SCRATCH_SCHEMA: dict[str, pl.DataType] = {
@@ -594,7 +581,7 @@ class _FileScan:
     timezone: str
 
     def scan(self, rows: pl.Series | None = None) -> pl.LazyFrame:
-        """The file's data records typed and flagged (`_TYPED_SCHEMA` without `_DERIVED`).
+        """The file's data records typed and flagged, with their raw text and raw JSON.
 
         Args:
             rows: only these 1-based source rows (stage four re-reads its rejects' rows).
@@ -742,19 +729,6 @@ class NormalizedExport:
     files: tuple[ExportFile, ...]
     partition_date: date
     source: str
-
-    @property
-    def file_typed(self) -> tuple[pl.LazyFrame, ...]:
-        """Per non-blank file: every data record typed and flagged (`_TYPED_SCHEMA`)."""
-        return tuple(
-            _with_derived(scan.scan(), self.source).select(list(_TYPED_SCHEMA))
-            for scan in self.scans
-        )
-
-    @property
-    def typed(self) -> pl.LazyFrame:
-        """Every data record of all files typed and flagged, in file order."""
-        return pl.concat([pl.LazyFrame(schema=_TYPED_SCHEMA), *self.file_typed])
 
 
 def normalize_exports(

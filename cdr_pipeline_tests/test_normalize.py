@@ -1213,6 +1213,8 @@ def test_typing_runs_natively_in_the_streaming_engine(tmp_path: Path) -> None:
     plan = normalize_exports(
         [export(tmp_path, csv_text([row()]))], partition_date=DAY, timezone="UTC"
     )
-    graph = plan.typed.show_graph(engine="streaming", plan_stage="physical", raw_output=True)
+    # What the typing stage reads and computes per row, with the Q.850 names of stage three.
+    typed = normalize_module._with_derived(plan.scans[0].scan(), "export")
+    graph = typed.show_graph(engine="streaming", plan_stage="physical", raw_output=True)
     assert 'fillcolor="0.0 0.3 1.0"' not in graph  # the colour of in-memory fallback nodes
     assert "multi-scan[csv]" in graph
