@@ -39,6 +39,11 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
+def both_directions(folder: Path) -> dict[str, Path]:
+    """`fetch_exports` destinations: inbound first, as the pipeline asks."""
+    return {"inbound": folder / "in.csv", "outbound": folder / "out.csv"}
+
+
 def expected_body(direction: str = "outbound") -> bytes:
     return generate_export(START, END, direction)
 
@@ -88,7 +93,7 @@ def test_fetch_exports_overlaps_the_directions_once_the_first_is_accepted(
     simulator: SimulatorServer, tmp_path: Path
 ):
     simulator.inject(Fault.slow_body(1.0))  # the first answer's body takes a second
-    dests = {"inbound": tmp_path / "in.csv", "outbound": tmp_path / "out.csv"}
+    dests = both_directions(tmp_path)
     with make_client(simulator) as client:
         downloads = client.fetch_exports(dests, START, END)
 
@@ -106,7 +111,7 @@ def test_fetch_exports_overlaps_the_directions_once_the_first_is_accepted(
 def test_fetch_exports_with_a_rejected_key_sends_one_request(
     simulator: SimulatorServer, tmp_path: Path
 ):
-    dests = {"inbound": tmp_path / "in.csv", "outbound": tmp_path / "out.csv"}
+    dests = both_directions(tmp_path)
     with (
         make_client(simulator, api_key=LEAKY_KEY) as client,
         pytest.raises(CallrAuthError, match="HTTP 401") as caught,
@@ -121,7 +126,7 @@ def test_fetch_exports_when_the_first_is_unavailable_never_asks_for_the_second(
     simulator: SimulatorServer, tmp_path: Path
 ):
     simulator.inject(*[Fault.status(503)] * FAST.max_attempts)
-    dests = {"inbound": tmp_path / "in.csv", "outbound": tmp_path / "out.csv"}
+    dests = both_directions(tmp_path)
     with make_client(simulator) as client, pytest.raises(CallrUnavailableError):
         client.fetch_exports(dests, START, END)
     assert {r.query["direction"] for r in simulator.requests} == {"inbound"}
@@ -134,7 +139,7 @@ def test_fetch_exports_when_the_second_fails_keeps_the_first_and_raises(
 ):
     # The first answer is slow, so the second direction's attempts take the 503s.
     simulator.inject(Fault.slow_body(0.5), *[Fault.status(503)] * FAST.max_attempts)
-    dests = {"inbound": tmp_path / "in.csv", "outbound": tmp_path / "out.csv"}
+    dests = both_directions(tmp_path)
     with make_client(simulator) as client, pytest.raises(CallrUnavailableError, match="outbound"):
         client.fetch_exports(dests, START, END)
     assert (tmp_path / "in.csv").read_bytes() == expected_body("inbound")
