@@ -374,17 +374,6 @@ def duplicate_call_ids(con: duckdb.DuckDBPyConnection, limit: int = 10) -> tuple
     return len(rows), [r[0] for r in rows[:limit]]
 
 
-def partition_counts(con: duckdb.DuckDBPyConnection, partition: dt.date) -> dict[str, int]:
-    """Rows a partition holds in the warehouse: calls it won, and its rejects."""
-    day = partition.isoformat()
-    return {
-        "calls": _count(con, "SELECT count(*) FROM calls WHERE load_partition = ?::DATE", [day]),
-        "rejects": _count(
-            con, "SELECT count(*) FROM call_rejects WHERE call_date = ?::DATE", [day]
-        ),
-    }
-
-
 def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:
     row = con.execute(sql, params or []).fetchone()
     return int(row[0]) if row else 0
