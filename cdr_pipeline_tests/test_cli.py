@@ -27,7 +27,7 @@ def cdr_pipeline(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProce
 def test_demo_loads_days_and_prints_kpis_and_report(tmp_path: Path) -> None:
     result = cdr_pipeline("demo", "--days", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[2/2]" in result.stdout
+    assert "[2/2]" in result.stdout  # both days in one run
     assert "Daily KPIs" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     report = result.stdout.split("Daily report:", 1)[1].split()[0]
@@ -49,7 +49,7 @@ def test_backfill_names_failed_days_and_exits_non_zero(tmp_path: Path) -> None:
             "backfill", "--start", "2026-11-02", "--end", "2026-11-03", cwd=tmp_path, **env
         )
     assert result.returncode == 1
-    assert "[1/2] 2026-11-02  FAILED" in result.stdout
+    assert "[0/2] 2026-11-02..2026-11-03  FAILED" in result.stdout
     assert "2 of 2 days failed: 2026-11-02, 2026-11-03" in result.stderr
     assert "CALLR_API_KEY was rejected by the Callr API (HTTP 401)" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr

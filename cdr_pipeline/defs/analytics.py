@@ -7,6 +7,7 @@ by materialising that day alone or with `cdr-pipeline report --day`.
 """
 
 import datetime as dt
+import warnings
 from collections.abc import Iterable, Iterator, Set
 
 import dagster as dg
@@ -131,20 +132,25 @@ def build_report_asset(
     thresholds: alerts.AlertThresholds,
 ) -> dg.AssetsDefinition:
     """`daily_report`: the HTML report of the last day of each run's range."""
+    with warnings.catch_warnings():  # `backfill_policy` on @asset is marked beta in dagster 1.13
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.asset(
+            partitions_def=partitions_def,
+            backfill_policy=backfill_policy,
+            deps=list(MART_KEYS),
+            group_name="marts",
+            kinds={"html"},
+            pool=WRITER_POOL,  # reads DuckDB: keep clear of the loads
+            output_required=False,
+            description="The day's self-contained HTML report under CDR_DATA_DIR/reports/: calls "
+            f"per hour, ASR and NER over {report.TREND_DAYS} days, top hangup causes, cost by "
+            "destination, alerts and the KPI table. Rendered for the last day of a run's range "
+            "(every day with the run config `all_days: true`); a day never rendered shows as "
+            "missing.",
+        )(_daily_report(thresholds))
 
-    @dg.asset(
-        partitions_def=partitions_def,
-        backfill_policy=backfill_policy,
-        deps=list(MART_KEYS),
-        group_name="marts",
-        kinds={"html"},
-        pool=WRITER_POOL,  # reads DuckDB: keep clear of the loads
-        output_required=False,
-        description="The day's self-contained HTML report under CDR_DATA_DIR/reports/: calls per "
-        f"hour, ASR and NER over {report.TREND_DAYS} days, top hangup causes, cost by "
-        "destination, alerts and the KPI table. Rendered for the last day of a run's range (every "
-        "day with the run config `all_days: true`); a day never rendered shows as missing.",
-    )
+
+def _daily_report(thresholds: alerts.AlertThresholds):
     def daily_report(
         context: dg.AssetExecutionContext, config: ReportConfig, lake: WarehouseResource
     ):
