@@ -47,11 +47,6 @@ def _parser() -> argparse.ArgumentParser:
         "--start", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD"
     )
     backfill.add_argument("--end", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
-    backfill.add_argument(
-        "--all-reports",
-        action="store_true",
-        help="render every day's HTML report (default: the last day of each run's range)",
-    )
     backfill.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
     backfill.set_defaults(command=cmd_backfill)
 
@@ -61,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
     rebuild.set_defaults(command=cmd_rebuild_marts)
+
+    report = sub.add_parser(
+        "report", help="render the HTML report of a day, or of every day of a range"
+    )
+    report.add_argument("--day", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
+    report.add_argument(
+        "--end", type=dt.date.fromisoformat, metavar="YYYY-MM-DD", help="last day of a range"
+    )
+    report.set_defaults(command=cmd_report)
 
     audit = sub.add_parser(
         "audit", help="check that every call_id is stored once in the whole calls table"
@@ -192,9 +196,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             f"--start {args.start} is before CDR_START_DATE {settings.start_date}: "
             "set CDR_START_DATE earlier to backfill those days"
         )
-    return _run_days(
-        settings, days_between(args.start, args.end), args.verbose, all_reports=args.all_reports
-    )
+    return _run_days(settings, days_between(args.start, args.end), args.verbose)
 
 
 def cmd_rebuild_marts(args: argparse.Namespace) -> int:
@@ -215,6 +217,26 @@ def cmd_rebuild_marts(args: argparse.Namespace) -> int:
         f"{','.join(str(c) for c in settings.ner_causes)} in {time.perf_counter() - started:.1f} s "
         f"(run {outcome.run_id[:8]})"
     )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cdr_pipeline import report
+    from cdr_pipeline.defs import runner
+    from cdr_pipeline.defs.definitions import build_definitions
+
+    settings = _settings_with_warehouse()
+    days = days_between(args.day, args.end or args.day)
+    if not days:
+        raise ConfigError(f"--end {args.end} is before --day {args.day}")
+    instance = runner.instance_for(settings.data_dir)
+    outcome = runner.run_reports(build_definitions(settings), days, instance)
+    if outcome.error:
+        print(f"report failed: {outcome.error}", file=sys.stderr)
+        return 1
+    folder = report.reports_dir(settings.data_dir)
+    for day in days:
+        print(report.report_path(folder, day))
     return 0
 
 
@@ -254,9 +276,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return status
 
 
-def _run_days(
-    settings: Settings, days: list[dt.date], verbose: bool, *, all_reports: bool = False
-) -> int:
+def _run_days(settings: Settings, days: list[dt.date], verbose: bool) -> int:
     from cdr_pipeline.defs import runner
     from cdr_pipeline.defs.definitions import build_definitions
 
@@ -299,7 +319,6 @@ def _run_days(
         days_per_run=settings.days_per_run,
         on_done=progress,
         verbose=verbose,
-        all_reports=all_reports,
     )
     if failed:
         print(

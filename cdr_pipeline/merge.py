@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import duckdb
 
 from cdr_pipeline import marts
-from cdr_pipeline.db import count, date_literal, first_row
+from cdr_pipeline.db import TableReads, count, date_literal, execute_measuring, first_row
 from cdr_pipeline.schema import CALL_COLUMNS
 
 CALL_NAMES = ", ".join(c.name for c in CALL_COLUMNS)
@@ -103,6 +103,7 @@ class MergeResult:
     kept: int  # incoming rows a stored copy outranks
     removed: int  # rows removed without an incoming replacement (`orphaned`)
     window: Window | None
+    calls_read: TableReads  # what the merge read of `calls`: a few days' row groups
 
 
 def merge(
@@ -133,11 +134,13 @@ def merge(
     scope = incoming.window.union(window) if incoming.window else window
     if scope is None:
         con.execute("CREATE OR REPLACE TEMP TABLE orphaned (call_id BIGINT, call_date DATE)")
-        return MergeResult(0, 0, 0, None)
+        return MergeResult(0, 0, 0, None, TableReads())
     scope = scope.widened()
     where = scope.sql("c")
     ends = end_day("c", timezone)
-    con.execute(
+    reads = execute_measuring(
+        con,
+        "calls",
         "CREATE OR REPLACE TEMP TABLE matched AS "
         f"SELECT c.rowid AS rid, c.call_id, c.call_date, {ends} AS end_day, "
         f"({replace_when}) AS replaced "
@@ -145,12 +148,16 @@ def merge(
         incoming.params,
     )
     if orphans is not None:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE orphaned AS "
-            f"SELECT c.rowid AS rid, c.call_id, c.call_date, {ends} AS end_day FROM calls c "
-            f"WHERE {where} AND ({orphans}) AND NOT EXISTS "
-            f"(SELECT 1 FROM {incoming.relation} WHERE i.call_id = c.call_id)",
-            incoming.params,
+        reads.add(
+            execute_measuring(
+                con,
+                "calls",
+                "CREATE OR REPLACE TEMP TABLE orphaned AS "
+                f"SELECT c.rowid AS rid, c.call_id, c.call_date, {ends} AS end_day FROM calls c "
+                f"WHERE {where} AND ({orphans}) AND NOT EXISTS "
+                f"(SELECT 1 FROM {incoming.relation} WHERE i.call_id = c.call_id)",
+                incoming.params,
+            )
         )
     else:
         con.execute(
@@ -166,9 +173,13 @@ def merge(
             "UNION ALL SELECT call_date, end_day FROM orphaned"
         ),
     )
-    con.execute(
-        f"DELETE FROM calls c WHERE {where} AND c.rowid IN "
-        "(SELECT rid FROM matched WHERE replaced UNION ALL SELECT rid FROM orphaned)"
+    reads.add(
+        execute_measuring(
+            con,
+            "calls",
+            f"DELETE FROM calls c WHERE {where} AND c.rowid IN "
+            "(SELECT rid FROM matched WHERE replaced UNION ALL SELECT rid FROM orphaned)",
+        )
     )
     kept = count(con, "SELECT count(*) FROM matched WHERE NOT replaced")
     survivors = (
@@ -188,7 +199,7 @@ def merge(
             incoming.params,
         )
     marts.note_span(con, incoming.span_days)
-    return MergeResult(written, kept, removed, scope)
+    return MergeResult(written, kept, removed, scope, reads)
 
 
 def spanned_days(rows: str) -> str:

@@ -45,7 +45,7 @@ from pathlib import Path
 import duckdb
 
 from cdr_pipeline import marts, merge, q850
-from cdr_pipeline.db import count, date_literal, first_row, transaction
+from cdr_pipeline.db import TableReads, count, date_literal, first_row, scalar, transaction
 from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS, ddl
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 CALLS_TABLE = "calls"
 REJECTS_TABLE = "call_rejects"
 Q850_TABLE = "q850_causes"
+LOADS_TABLE = "partition_loads"  # one row per daily partition loaded: when, and what it held
 # DuckDB's buffer pool may grow to 80 % of RAM by default, and a day's load (millions of rows
 # streamed from Parquet into `calls`) would use much of it: a writer gets a bound instead, and
 # DuckDB spills past it. Measured at 5M rows: peak 0.84 GB -> 0.52 GB, same load time.
@@ -197,6 +198,11 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         f"CREATE TABLE IF NOT EXISTS {Q850_TABLE} (cause_code SMALLINT PRIMARY KEY, "
         "cause_name VARCHAR NOT NULL, cause_class VARCHAR NOT NULL)"
     )
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {LOADS_TABLE} (partition DATE PRIMARY KEY, "
+        "loaded_at TIMESTAMPTZ NOT NULL, incoming_calls BIGINT NOT NULL, "
+        "calls_written BIGINT NOT NULL, rejects BIGINT NOT NULL)"
+    )
     marts.ensure_marts(con)  # daily_kpis and the other KPI tables, computed from calls
 
 
@@ -212,6 +218,7 @@ class LoadStats:
     rejects: int
     partition_calls: int  # calls whose call_date is the partition's day, after the load
     window: merge.Window | None  # the call dates the load read and wrote
+    calls_read: TableReads  # row groups of `calls` the load read, of all it has
 
 
 def _append_rejects(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
@@ -273,6 +280,11 @@ def load_partition(
         con.execute(f"DELETE FROM {REJECTS_TABLE} WHERE call_date = {day} AND source = ?", [source])
         rejects = _append_rejects(con, [rejects_file] if rejects_file.exists() else [])
         partition_calls = count(con, f"SELECT count(*) FROM {CALLS_TABLE} WHERE call_date = {day}")
+        if source == "export":
+            con.execute(
+                f"INSERT OR REPLACE INTO {LOADS_TABLE} VALUES ({day}, now(), ?, ?, ?)",
+                [incoming.rows, result.written, rejects],
+            )
     return LoadStats(
         incoming_calls=incoming.rows,
         calls_written=result.written,
@@ -282,6 +294,7 @@ def load_partition(
         rejects=rejects,
         partition_calls=partition_calls,
         window=result.window,
+        calls_read=result.calls_read,
     )
 
 
@@ -347,6 +360,13 @@ def replace_q850(con: duckdb.DuckDBPyConnection, frame: object) -> int:
     finally:
         con.unregister("q850_frame")
     return count(con, f"SELECT count(*) FROM {Q850_TABLE}")
+
+
+def latest_loaded_day(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
+    """The latest daily partition loaded from the export, as a list (empty: none yet)."""
+    exists = count(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [LOADS_TABLE])
+    day = scalar(con, f"SELECT max(partition) FROM {LOADS_TABLE}") if exists else None
+    return [day] if isinstance(day, dt.date) else []
 
 
 def q850_is_current(con: duckdb.DuckDBPyConnection) -> bool:

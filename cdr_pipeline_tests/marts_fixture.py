@@ -108,8 +108,11 @@ def inbound_day(day: dt.date = DAY) -> list[dict]:
     ]
 
 
+DEFAULT_SETTINGS = marts.MartSettings()
+
+
 def write_calls(
-    path: Path, rows: list[dict], settings: marts.MartSettings = marts.MartSettings()
+    path: Path, rows: list[dict], settings: marts.MartSettings = DEFAULT_SETTINGS
 ) -> None:
     """Create the warehouse schema in the DuckDB file at `path`, insert `rows` into `calls` and
     compute the marts of their days with `settings`."""

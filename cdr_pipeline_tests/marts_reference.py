@@ -50,7 +50,8 @@ REFERENCE_SQL = {
         FROM per_day d LEFT JOIN peaks p USING (call_date, direction)""",
     "hourly_traffic": f"""
         SELECT c.call_date, hour(timezone(s.timezone, c.started_at))::TINYINT AS hour,
-               c.direction, count(*)::BIGINT AS calls, count(c.answered_at)::BIGINT AS answered_calls,
+               c.direction, count(*)::BIGINT AS calls,
+               count(c.answered_at)::BIGINT AS answered_calls,
                (coalesce(sum(c.duration_billed_s), 0) / 60)::DOUBLE AS billed_minutes
         {_FROM} GROUP BY ALL""",
     "destination_kpis": f"""

@@ -1,21 +1,22 @@
 """Dagster: the week-over-week alert checks on `daily_kpis`, and the daily HTML report.
 
 The checks are evaluated by the `warehouse_tables` step right after it refreshes the marts (they
-read the mart tables, in the same DuckDB connection). The report is rendered for the last day of
-a run's range only (a backfill of a year writes one report, not 365); any other day on demand,
-by materialising that day alone or with `cdr-pipeline report --day`.
+read the mart tables, in the same DuckDB connection). The report is not daily-partitioned: it is
+rendered for the last day of the run that loads days (a backfill of a year writes one report per
+run, not 365); any other day on demand (`days` in its run config, `cdr-pipeline report --day`).
 """
 
 import datetime as dt
-import warnings
 from collections.abc import Iterable, Iterator, Set
 
 import dagster as dg
 import duckdb
+from pydantic import Field
 
-from cdr_pipeline import alerts, report
+from cdr_pipeline import alerts, report, warehouse
 from cdr_pipeline.config import Settings
-from cdr_pipeline.defs.assets import MART_KEYS, WRITER_POOL, partition_days
+from cdr_pipeline.defs.assets import MART_KEYS, WRITER_POOL
+from cdr_pipeline.defs.ranges import PARTITION_TAG, RANGE_END_TAG
 from cdr_pipeline.defs.resources import WarehouseResource
 
 DAILY_KPIS_KEY = dg.AssetKey("daily_kpis")
@@ -121,50 +122,53 @@ def _number(value: float | None) -> dg.MetadataValue:
 
 
 class ReportConfig(dg.Config):
-    """Which days of a run get their report rendered."""
+    """Which days get their report rendered (default: the last day the run loaded)."""
 
-    all_days: bool = False  # every day of the range, not only the last one
-
-
-def build_report_asset(
-    partitions_def: dg.PartitionsDefinition,
-    backfill_policy: dg.BackfillPolicy,
-    thresholds: alerts.AlertThresholds,
-) -> dg.AssetsDefinition:
-    """`daily_report`: the HTML report of the last day of each run's range."""
-    with warnings.catch_warnings():  # `backfill_policy` on @asset is marked beta in dagster 1.13
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.asset(
-            partitions_def=partitions_def,
-            backfill_policy=backfill_policy,
-            deps=list(MART_KEYS),
-            group_name="marts",
-            kinds={"html"},
-            pool=WRITER_POOL,  # reads DuckDB: keep clear of the loads
-            output_required=False,
-            description="The day's self-contained HTML report under CDR_DATA_DIR/reports/: calls "
-            f"per hour, ASR and NER over {report.TREND_DAYS} days, top hangup causes, cost by "
-            "destination, alerts and the KPI table. Rendered for the last day of a run's range "
-            "(every day with the run config `all_days: true`); a day never rendered shows as "
-            "missing.",
-        )(_daily_report(thresholds))
+    days: list[str] = Field(
+        default_factory=list,
+        description="ISO dates, e.g. ['2026-11-02']: render these days' reports (on demand)",
+    )
 
 
-def _daily_report(thresholds: alerts.AlertThresholds):
+def report_days(context: dg.AssetExecutionContext, config: ReportConfig) -> list[dt.date]:
+    """The days to render: those asked for; else the last day of the run's range (or its
+    partition); else, in a run of its own, the latest day loaded."""
+    if config.days:
+        return sorted({dt.date.fromisoformat(d) for d in config.days})
+    tags = context.run.tags
+    last = tags.get(RANGE_END_TAG) or tags.get(PARTITION_TAG)
+    return [dt.date.fromisoformat(last)] if last else []
+
+
+def build_report_asset(thresholds: alerts.AlertThresholds) -> dg.AssetsDefinition:
+    """`daily_report`: the HTML report of the last day a run loaded, or of days asked for."""
+
+    @dg.asset(
+        deps=list(MART_KEYS),
+        group_name="marts",
+        kinds={"html"},
+        pool=WRITER_POOL,  # reads DuckDB: keep clear of the loads
+        description="The self-contained HTML report of a day under CDR_DATA_DIR/reports/: calls "
+        f"per hour, ASR and NER over {report.TREND_DAYS} days, top hangup causes, cost by "
+        "destination, alerts and the KPI table. Rendered for the last day a run loads (a "
+        "backfill of a year renders one report per run, not 365); any other day on demand, "
+        "with the run config `days` or `cdr-pipeline report --day`.",
+    )
     def daily_report(
         context: dg.AssetExecutionContext, config: ReportConfig, lake: WarehouseResource
-    ):
-        days = partition_days(context)
-        wanted = days if config.all_days else days[-1:]
+    ) -> dg.MaterializeResult:
+        days = report_days(context, config)
         with lake.connect(read_only=True) as con:
-            data = [report.load_report_data(con, day, thresholds) for day in wanted]
+            days = days or warehouse.latest_loaded_day(con)
+            data = [report.load_report_data(con, day, thresholds) for day in days]
         folder = report.reports_dir(lake.lake.data_dir)
-        metadata = {}
+        metadata: dict[str, object] = {"days": ", ".join(d.isoformat() for d in days) or "none"}
         for day_data in data:
             rendered = report.render_report(day_data)
             path = report.write_report(rendered.html, report.report_path(folder, day_data.day))
             context.log.info(f"report for {day_data.day}: {path}")
-            metadata[day_data.day] = {
+            metadata |= {
+                "day": day_data.day.isoformat(),
                 "path": dg.MetadataValue.path(str(path)),
                 "open": dg.MetadataValue.url(path.resolve().as_uri()),
                 "bytes": len(rendered.html.encode()),
@@ -173,15 +177,7 @@ def _daily_report(thresholds: alerts.AlertThresholds):
                     for name, png in rendered.charts_png.items()
                 },
             }
-        if wanted == days:
-            for day, values in metadata.items():
-                context.add_asset_metadata(values, partition_key=day.isoformat())
-            yield dg.MaterializeResult()
-        else:  # a range: only its last day has a report; the others stay missing
-            for day, values in metadata.items():
-                context.log_event(
-                    dg.AssetMaterialization(REPORT_KEY, partition=day.isoformat(), metadata=values)
-                )
+        return dg.MaterializeResult(metadata=metadata)
 
     return daily_report
 

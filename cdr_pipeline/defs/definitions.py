@@ -41,7 +41,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     assets = [
         build_landing_asset(partitions_def, policy),
         build_warehouse_asset(partitions_def, policy, alert_specs, alert_results),
-        build_report_asset(partitions_def, policy, thresholds_for(settings)),
+        build_report_asset(thresholds_for(settings)),
         build_q850_asset(),
     ]
     daily_job = dg.define_asset_job(
@@ -57,7 +57,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     daily = dg.Definitions(
         assets=assets,
-        asset_checks=[maintenance.call_id_unique_audit],
         jobs=[
             daily_job,
             reference_job,

@@ -17,7 +17,6 @@ from cdr_pipeline.defs.ranges import (
 from cdr_pipeline.defs.resources import WarehouseResource
 
 REBUILD_JOB = "rebuild_marts_job"
-AUDIT_CHECK = "call_id_unique_audit"
 AUDIT_JOB = "call_id_audit_job"
 AUDIT_SCHEDULE = "weekly_call_id_audit"
 SPLIT_SENSOR = "split_failed_ranges"
@@ -42,33 +41,40 @@ def rebuild_marts_job() -> None:
     rebuild_marts()
 
 
-@dg.asset_check(
-    asset=CALLS_KEY,
-    name=AUDIT_CHECK,
-    blocking=False,
+@dg.op(
     pool=WRITER_POOL,
-    description="WARN when a call_id occurs more than once anywhere in `calls`: a copy stored "
-    "outside the call dates a load reads (see cdr_pipeline/merge.py). Weekly, and on demand.",
+    description="Is every call_id stored once in the whole `calls` table? The per-load check "
+    "reads only the call dates a load touched (see cdr_pipeline/merge.py); this reads them all.",
 )
-def call_id_unique_audit(lake: WarehouseResource) -> dg.AssetCheckResult:
+def call_id_audit(context: dg.OpExecutionContext, lake: WarehouseResource) -> None:
     with lake.connect(read_only=True) as con:
         duplicates, examples = warehouse.duplicate_call_ids(con)
-    return dg.AssetCheckResult(
-        passed=duplicates == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"duplicate_call_ids": duplicates, "examples": str(examples)},
-        description=None
-        if duplicates == 0
-        else f"{duplicates} call_id(s) stored more than once, e.g. {examples}: re-load their "
-        "days (`cdr-pipeline backfill`) to keep the best-ranked copy",
+        rows = warehouse.table_rows(con)
+    context.log_event(
+        dg.AssetObservation(
+            CALLS_KEY,
+            metadata={"audit_duplicate_call_ids": duplicates, "audit_examples": str(examples)},
+        )
     )
+    if duplicates:
+        raise dg.Failure(
+            description=f"{duplicates} call_id(s) stored more than once among ~{rows:,} calls, "
+            f"e.g. {examples}: a copy lies outside the call dates a load reads. Re-load those "
+            "calls' days (`cdr-pipeline backfill`) to keep one copy.",
+            metadata={"duplicate_call_ids": duplicates, "examples": str(examples)},
+        )
+    context.log.info(f"every call_id is stored once (~{rows:,} calls)")
 
 
-call_id_audit_job = dg.define_asset_job(
-    AUDIT_JOB,
-    selection=dg.AssetSelection.checks(call_id_unique_audit),
-    description="The full-table call_id audit (the per-load check reads the loaded days only).",
+@dg.job(
+    name=AUDIT_JOB,
+    description="The full-table call_id audit, weekly and on demand (`cdr-pipeline audit` too); "
+    "it never blocks a load. A failed run names the duplicated ids.",
+    tags={"cdr/trigger": "audit"},
 )
+def call_id_audit_job() -> None:
+    call_id_audit()
+
 
 weekly_call_id_audit = dg.ScheduleDefinition(
     name=AUDIT_SCHEDULE,

@@ -9,6 +9,7 @@ from cdr_pipeline.dayranges import consecutive_ranges, days_between
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+PARTITION_TAG = "dagster/partition"
 FAILED_DAYS_KEY = "failed_days"  # metadata of a step failure: the days, comma-separated
 
 
@@ -24,8 +25,8 @@ def run_days(run: dg.DagsterRun) -> list[dt.date]:
         return days_between(
             dt.date.fromisoformat(tags[RANGE_START_TAG]), dt.date.fromisoformat(tags[RANGE_END_TAG])
         )
-    if "dagster/partition" in tags:
-        return [dt.date.fromisoformat(tags["dagster/partition"])]
+    if PARTITION_TAG in tags:
+        return [dt.date.fromisoformat(tags[PARTITION_TAG])]
     return []
 
 

@@ -149,15 +149,39 @@ def run_reference_tables(defs: dg.Definitions, instance: dg.DagsterInstance) -> 
     return run_job(defs, REFERENCE_JOB, instance)
 
 
-def run_job(
-    defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, verbose: bool = False
+def run_reports(
+    defs: dg.Definitions, days: Iterable[dt.date], instance: dg.DagsterInstance
 ) -> RangeOutcome:
-    """Run an unpartitioned job of the definitions, recording it in `instance`."""
+    """Render the reports of `days` (the `daily_report` asset with those days asked for)."""
+    days = sorted(set(days))
+    config = {"ops": {"daily_report": {"config": {"days": [d.isoformat() for d in days]}}}}
+    return run_job(
+        defs,
+        DAILY_JOB,
+        instance,
+        run_config=QUIET_RUN_CONFIG | config,
+        asset_selection=[dg.AssetKey("daily_report")],
+    )
+
+
+def run_job(
+    defs: dg.Definitions,
+    job_name: str,
+    instance: dg.DagsterInstance,
+    verbose: bool = False,
+    *,
+    run_config: dict | None = None,
+    asset_selection: list[dg.AssetKey] | None = None,
+) -> RangeOutcome:
+    """Run an unpartitioned job (or assets of one) of the definitions, recorded in `instance`."""
     started = time.perf_counter()
+    if run_config is None and not verbose:
+        run_config = QUIET_RUN_CONFIG
     result = defs.resolve_job_def(job_name).execute_in_process(
         instance=instance,
         raise_on_error=False,
-        run_config=None if verbose else QUIET_RUN_CONFIG,
+        run_config=run_config,
+        asset_selection=asset_selection,
         tags=_cli_tags(),
     )
     return RangeOutcome(
@@ -177,7 +201,6 @@ def run_ranges(
     days_per_run: int,
     on_done: Callable[[RangeOutcome], None] = lambda _: None,
     verbose: bool = False,
-    all_reports: bool = False,
 ) -> list[RangeOutcome]:
     """Run the daily job over `days`, `days_per_run` consecutive days per run, in order.
 
@@ -186,9 +209,7 @@ def run_ranges(
     daemon's backfills.
     """
     job = defs.resolve_job_def(DAILY_JOB)
-    run_config: dict = {} if verbose else dict(QUIET_RUN_CONFIG)
-    if all_reports:
-        run_config["ops"] = {"daily_report": {"config": {"all_days": True}}}
+    run_config = None if verbose else QUIET_RUN_CONFIG
     outcomes: list[RangeOutcome] = []
     queue = list(consecutive_ranges(days, days_per_run))
     retried: set[dt.date] = set()
