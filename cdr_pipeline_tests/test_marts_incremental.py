@@ -214,8 +214,7 @@ def test_a_days_load_reads_a_few_row_groups_of_a_long_history(
 
 CHECKSUM = (
     "SELECT count(*), md5(string_agg(c::VARCHAR, chr(10) ORDER BY call_id)) FROM calls c",
-    "SELECT count(*), md5(string_agg(r::VARCHAR, chr(10) ORDER BY r::VARCHAR)) "
-    "FROM call_rejects r",
+    "SELECT count(*), md5(string_agg(r::VARCHAR, chr(10) ORDER BY r::VARCHAR)) FROM call_rejects r",
     *(
         f"SELECT count(*), md5(string_agg(m::VARCHAR, chr(10) ORDER BY m::VARCHAR)) FROM {mart} m"
         for mart in marts.MART_TABLES
