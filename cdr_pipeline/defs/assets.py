@@ -435,8 +435,9 @@ def _record_neighbours(
     """Days outside the run whose marts the loads changed (a call in progress across midnight,
     a call that moved day) get a materialisation of their own, saying why."""
     for day in sorted(set(refreshed) - in_run):
-        if not partitions_def.has_partition_key(day.isoformat()):
-            continue
+        has_rows = any(metadata[key][day].get("dagster/row_count") for key in MART_KEYS)
+        if not has_rows or not partitions_def.has_partition_key(day.isoformat()):
+            continue  # a day with no calls (not loaded yet): nothing of it changed
         for key in MART_KEYS:
             if key in context.selected_asset_keys:
                 context.log_event(
