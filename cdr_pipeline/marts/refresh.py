@@ -29,6 +29,7 @@ SETTINGS_TABLE = "analytics_settings"
 PENDING_TABLE = "mart_pending_days"
 # Days computed by one query: bounds the rows a query reads when many days are pending.
 MAX_DAYS_PER_QUERY = 31
+MAX_CALLS_PER_QUERY = 5_000_000  # and the calls a rebuild query reads, when days are big
 # When a call stops being in progress (see the definitions): its end, or its start + duration.
 CALL_END = "coalesce(c.ended_at, c.started_at + to_seconds(coalesce(c.duration_total_s, 0)))"
 REBUILD_HINT = (
@@ -198,12 +199,40 @@ def rebuild_marts(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> int
             f"'day', c.call_date, timezone(s.timezone, {CALL_END})::DATE)), 1), 1) "
             f"FROM calls c CROSS JOIN {SETTINGS_TABLE} s)"
         )
-        days = [r[0] for r in con.execute("SELECT DISTINCT call_date FROM calls").fetchall()]
+        sizes = dict(
+            con.execute("SELECT call_date, count(*) FROM calls GROUP BY 1 ORDER BY 1").fetchall()
+        )
         span = span_days(con)
-        for first, last in consecutive_ranges(days, MAX_DAYS_PER_QUERY):
+        for first, last in _by_size(sizes):
             _compute(con, first, last, span)
         con.execute(f"DELETE FROM {PENDING_TABLE}")
-    return len(days)
+    return len(sizes)
+
+
+def _by_size(
+    sizes: dict[dt.date, int], max_calls: int = MAX_CALLS_PER_QUERY
+) -> list[tuple[dt.date, dt.date]]:
+    """Ranges of consecutive days holding at most `max_calls` calls (a bigger day alone), and
+    at most `MAX_DAYS_PER_QUERY` days: a query's memory follows the calls it reads."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    held = 0
+    for first, last in consecutive_ranges(sizes, MAX_DAYS_PER_QUERY):
+        day = first
+        while day <= last:
+            size = sizes.get(day, 0)
+            if (
+                ranges
+                and ranges[-1][1] == day - dt.timedelta(days=1)
+                and (day - ranges[-1][0]).days < MAX_DAYS_PER_QUERY
+                and held + size <= max_calls
+            ):
+                ranges[-1] = (ranges[-1][0], day)
+                held += size
+            else:
+                ranges.append((day, day))
+                held = size
+            day += dt.timedelta(days=1)
+    return ranges
 
 
 def mart_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> dict[str, int]:
