@@ -182,10 +182,23 @@ def refresh_pending(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> l
         check_settings(con, settings)
         days = pending_days(con)
         span = span_days(con)
-        for first, last in consecutive_ranges(days, MAX_DAYS_PER_QUERY):
+        for first, last in _by_size(_calls_per_day(con, days)):
             _compute(con, first, last, span)
         con.execute(f"DELETE FROM {PENDING_TABLE}")
     return days
+
+
+def _calls_per_day(con: duckdb.DuckDBPyConnection, days: Sequence[dt.date]) -> dict[dt.date, int]:
+    """How many calls each of `days` holds (0 for a day without calls)."""
+    sizes = dict.fromkeys(days, 0)
+    for first, last in consecutive_ranges(days, MAX_DAYS_PER_QUERY):
+        sizes |= dict(
+            con.execute(
+                "SELECT call_date, count(*) FROM calls WHERE call_date BETWEEN "
+                f"{date_literal(first)} AND {date_literal(last)} GROUP BY 1"
+            ).fetchall()
+        )
+    return sizes
 
 
 def rebuild_marts(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> int:
