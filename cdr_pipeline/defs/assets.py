@@ -252,8 +252,14 @@ def build_landing_asset(
             RAW_KEY: {d: _landed_metadata(x) for d, x in result.landed.items()},
             TYPED_KEY: {d: _typed_metadata(x) for d, x in result.typed.items()},
         }
-        if result.failures:
-            raise fail_days(context, result.failures, metadata)
+        # A day whose counts do not reconcile fails alone, like a day that could not be fetched.
+        failures = dict(result.failures) | {
+            typed.day: f"raw rows do not reconcile: {_reconcile_result([typed]).description}"
+            for typed in result.typed.values()
+            if not typed.reconciled
+        }
+        if failures:
+            raise fail_days(context, failures, metadata)
         record_days(context, metadata)
         if TYPED_KEY in context.selected_asset_keys:
             yield _reconcile_result(result.typed.values())
