@@ -1,11 +1,11 @@
-"""Receiver authentication: HMAC signatures (valid, wrong, missing, replayed, altered), bearer
-tokens, and secrets that never leak."""
+"""Receiver authentication: HMAC signatures in Callr's documented format and the timestamped one
+(valid, wrong, missing, replayed, altered), bearer tokens, which endpoint each opens, and
+secrets that never leak."""
 
 import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,9 +25,11 @@ from cdr_pipeline_tests.receiver_fixtures import (
     sample_cdr,
     settings_for,
     signed_headers,
+    timestamped_headers,
     webhook_event,
 )
 
+CALLR = auth.AuthPolicy()  # the default: X-CALLR-HmacSignature, base64 HMAC-SHA256, no timestamp
 POLICY = auth.AuthPolicy("X-Callr-Signature", "X-Callr-Timestamp", tolerance_s=300)
 BODY = encode(webhook_event(sample_cdr(1001), event_id="evt-1"))
 NOW = 1_790_000_000
@@ -42,6 +44,29 @@ class _Ci(dict):
 
 def _verify(headers: dict[str, str], body: bytes = BODY, **kw) -> None:
     auth.verify_signature(SECRET.encode(), body, _Ci(headers), POLICY, now=NOW, **kw)
+
+
+def _verify_callr(headers: dict[str, str], policy: auth.AuthPolicy = CALLR) -> None:
+    auth.verify_signature(SECRET.encode(), BODY, _Ci(headers), policy)
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "md5", "sha1", "sha384", "sha512"])
+def test_callr_format_is_a_base64_hmac_of_the_raw_body(algorithm: str):
+    policy = auth.AuthPolicy(algorithm=algorithm)
+    digest = hmac.new(SECRET.encode(), BODY, algorithm).digest()
+    _verify_callr({"x-callr-hmacsignature": base64.b64encode(digest).decode()}, policy)
+    other = "sha512" if algorithm == "sha256" else "sha256"
+    wrong = base64.b64encode(hmac.new(SECRET.encode(), BODY, other).digest()).decode()
+    with pytest.raises(auth.AuthError, match=f"HMAC-{algorithm.upper()} of the raw body"):
+        _verify_callr({"x-callr-hmacsignature": wrong}, policy)
+
+
+def test_callr_format_has_no_timestamp():
+    # Callr sends none: a timestamp header is not part of the message, however old.
+    signature = auth.sign(SECRET.encode(), BODY)
+    _verify_callr({"x-callr-hmacsignature": signature, "x-callr-timestamp": "1"})
+    with pytest.raises(auth.AuthError, match="missing signature header X-CALLR-HmacSignature"):
+        _verify_callr({"x-callr-signature": signature})
 
 
 def test_valid_signature_in_hex_prefixed_bare_and_base64_forms():
@@ -144,20 +169,24 @@ def test_bearer_token():
             auth.verify_bearer(TOKEN.encode(), headers)
 
 
-def test_authenticate_per_endpoint():
+def test_each_endpoint_opens_with_its_own_credential_only():
     both = auth.Credentials(SECRET.encode(), TOKEN.encode())
-    signed = _Ci({"x-callr-signature": auth.sign(SECRET.encode(), BODY)})
+    signed = _Ci({"x-callr-hmacsignature": auth.sign(SECRET.encode(), BODY)})
     bearer = _Ci({"authorization": f"Bearer {TOKEN}"})
-    assert auth.authenticate("webhook", BODY, signed, both, POLICY) == "signature"
-    assert auth.authenticate("push", BODY, bearer, both, POLICY) == "bearer"
-    assert auth.authenticate("push", BODY, signed, both, POLICY) == "signature"
-    with pytest.raises(auth.AuthError):  # the push token does not open the webhook endpoint
-        auth.authenticate("webhook", BODY, bearer, both, POLICY)
-    token_only = auth.Credentials(None, TOKEN.encode())
-    assert auth.authenticate("webhook", BODY, _Ci({}), token_only, POLICY) == "open"
+    assert auth.authenticate("webhook", BODY, signed, both, CALLR) == "signature"
+    assert auth.authenticate("push", BODY, bearer, both, CALLR) == "bearer"
+    # A signature covers the body, not the endpoint: it does not open /callr/push.
     with pytest.raises(auth.AuthError, match="missing Authorization"):
-        auth.authenticate("push", BODY, _Ci({}), token_only, POLICY)
-    assert auth.authenticate("push", BODY, _Ci({}), auth.Credentials(), POLICY) == "open"
+        auth.authenticate("push", BODY, signed, both, CALLR)
+    with pytest.raises(auth.AuthError):  # the push token does not open the webhook endpoint
+        auth.authenticate("webhook", BODY, bearer, both, CALLR)
+    token_only = auth.Credentials(None, TOKEN.encode())
+    with pytest.raises(auth.AuthError, match="webhooks are refused: CDR_WEBHOOK_SECRET is not"):
+        auth.authenticate("webhook", BODY, _Ci({}), token_only, CALLR)
+    secret_only = auth.Credentials(SECRET.encode(), None)
+    with pytest.raises(auth.AuthError, match="pushes are refused: CDR_PUSH_TOKEN is not set"):
+        auth.authenticate("push", BODY, bearer, secret_only, CALLR)
+    assert auth.authenticate("push", BODY, _Ci({}), auth.Credentials(), CALLR) == "open"
 
 
 def test_credentials_never_show_secrets():
@@ -167,22 +196,19 @@ def test_credentials_never_show_secrets():
     assert auth.Credentials.from_env({"CDR_WEBHOOK_SECRET": ""}).webhook_secret is None
 
 
-def test_unauthenticated_receiver_is_refused_off_loopback():
-    auth.require_credentials_off_loopback("127.0.0.1", auth.Credentials())
-    auth.require_credentials_off_loopback("::1", auth.Credentials())
-    auth.require_credentials_off_loopback("0.0.0.0", auth.Credentials(SECRET.encode()))
+def test_open_endpoints_only_on_loopback_without_a_proxy():
+    auth.require_credentials("127.0.0.1", auth.Credentials(), behind_proxy=False)
+    auth.require_credentials("::1", auth.Credentials(), behind_proxy=False)
+    # One credential: its endpoint checks it, the other endpoint is closed.
+    auth.require_credentials("0.0.0.0", auth.Credentials(SECRET.encode()), behind_proxy=False)
+    auth.require_credentials("0.0.0.0", auth.Credentials(None, TOKEN.encode()), behind_proxy=True)
     with pytest.raises(ConfigError, match=r"refusing to listen on 0\.0\.0\.0"):
-        auth.require_credentials_off_loopback("0.0.0.0", auth.Credentials())
+        auth.require_credentials("0.0.0.0", auth.Credentials(), behind_proxy=False)
+    with pytest.raises(ConfigError, match="behind a proxy"):
+        auth.require_credentials("127.0.0.1", auth.Credentials(), behind_proxy=True)
 
 
 # --- over HTTP: 401 and nothing written ------------------------------------------------------
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[ThreadedReceiver]:
-    credentials = auth.Credentials(SECRET.encode(), TOKEN.encode())
-    with ThreadedReceiver(settings_for(tmp_path), credentials) as server:
-        yield server
 
 
 def _post(server: ThreadedReceiver, path: str, body: bytes, headers: dict) -> httpx.Response:
@@ -199,7 +225,7 @@ def test_http_valid_signature_is_stored(receiver: ThreadedReceiver, tmp_path: Pa
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "wrong_secret", "replayed", "altered_body", "bearer_on_webhook", "bad_bearer"],
+    ["missing", "wrong_secret", "wrong_header", "altered_body", "bearer_on_webhook", "bad_bearer"],
 )
 def test_http_unauthenticated_requests_get_401_and_nothing_is_written(
     receiver: ThreadedReceiver, tmp_path: Path, case: str
@@ -209,8 +235,8 @@ def test_http_unauthenticated_requests_get_401_and_nothing_is_written(
         headers = {"content-type": "application/json"}
     elif case == "wrong_secret":
         headers = signed_headers(BODY, secret="not-the-secret")
-    elif case == "replayed":
-        headers = signed_headers(BODY, timestamp=int(time.time()) - 3600)
+    elif case == "wrong_header":  # the timestamped format's header, not the configured one
+        headers = timestamped_headers(BODY)
     elif case == "altered_body":
         headers = signed_headers(BODY)
         body = BODY.replace(b"1001", b"1002")
@@ -232,3 +258,53 @@ def test_http_push_with_bearer_token(receiver: ThreadedReceiver, tmp_path: Path)
     assert response.status_code == 200 and response.json()["status"] == "stored"
     with landed(tmp_path) as rows:
         assert [(r[1], r[4]) for r in rows] == [("push", "2002")]
+
+
+def test_http_callr_delivery_redelivery_and_replay(receiver: ThreadedReceiver, tmp_path: Path):
+    # Callr's documented envelope and headers; its retry (`try` 1) and a replay hours later are
+    # the same event id: stored once.
+    event = {
+        "event_id": "942214623559669723oDAOsQafV6EJlx",
+        "event_at": "2026-11-02T09:16:02.340Z",
+        "hook_hash": None,
+        "try": 0,
+        "type": "call.inbound_hangup",
+        "data": sample_cdr(3003),
+    }
+    body = encode(event)
+    first = _post(receiver, WEBHOOK_URL, body, signed_headers(body, event_id=event["event_id"]))
+    assert first.status_code == 200 and first.json()["status"] == "stored", first.text
+    retry = encode({**event, "try": 1})
+    again = _post(receiver, WEBHOOK_URL, retry, signed_headers(retry))
+    assert again.json() == {"status": "duplicate", "seq": first.json()["seq"]}
+    assert _post(receiver, WEBHOOK_URL, body, signed_headers(body)).json()["status"] == "duplicate"
+    with landed(tmp_path) as rows:
+        assert [(r[2], r[3], r[4]) for r in rows] == [
+            ("call.inbound_hangup", event["event_id"], "3003")
+        ]
+
+
+def test_http_timestamped_format(tmp_path: Path):
+    settings = settings_for(tmp_path, CDR_WEBHOOK_FORMAT="timestamped")
+    credentials = auth.Credentials(SECRET.encode(), TOKEN.encode())
+    with ThreadedReceiver(settings, credentials) as server:
+        stored = _post(server, WEBHOOK_URL, BODY, timestamped_headers(BODY))
+        stale = timestamped_headers(BODY, timestamp=int(time.time()) - 3600)
+        replayed = _post(server, WEBHOOK_URL, BODY, stale)
+        callr_style = _post(server, WEBHOOK_URL, BODY, signed_headers(BODY))
+    assert stored.status_code == 200, stored.text
+    assert replayed.status_code == 401 and "outside the 300 s tolerance" in replayed.text
+    assert callr_style.status_code == 401 and "X-Callr-Signature" in callr_style.text
+    with landed(tmp_path) as rows:
+        assert len(rows) == 1
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha512"])
+def test_http_hmac_algorithm_setting(tmp_path: Path, algorithm: str):
+    settings = settings_for(tmp_path, CDR_WEBHOOK_HMAC_ALGORITHM=algorithm.upper())
+    credentials = auth.Credentials(SECRET.encode(), TOKEN.encode())
+    with ThreadedReceiver(settings, credentials) as server:
+        right = _post(server, WEBHOOK_URL, BODY, signed_headers(BODY, algorithm=algorithm))
+        sha256 = _post(server, WEBHOOK_URL, BODY, signed_headers(BODY))
+    assert right.status_code == 200, right.text
+    assert sha256.status_code == 401
