@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdr_pipeline.config import ConfigError
 from cdr_pipeline.receiver import auth
@@ -308,3 +310,58 @@ def test_http_hmac_algorithm_setting(tmp_path: Path, algorithm: str):
         sha256 = _post(server, WEBHOOK_URL, BODY, signed_headers(BODY))
     assert right.status_code == 200, right.text
     assert sha256.status_code == 401
+
+
+# --- properties --------------------------------------------------------------------------------
+
+_NO_COMMA = st.text(st.characters(blacklist_characters=","), max_size=90)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    body=st.binary(max_size=300),
+    algorithm=st.sampled_from(["md5", "sha1", "sha256", "sha384", "sha512"]),
+    genuine=st.booleans(),
+    form=st.sampled_from(["base64", "hex", "upper-hex"]),
+    others=st.lists(_NO_COMMA, max_size=3),
+    timestamp=st.one_of(
+        st.none(),
+        st.text(max_size=30),
+        st.integers(-(10**30), 10**30),
+        st.integers(NOW - 400, NOW + 400),
+    ),
+    timestamped=st.booleans(),
+)
+def test_a_signature_is_accepted_exactly_when_it_proves_the_secret(
+    body: bytes,
+    algorithm: str,
+    genuine: bool,
+    form: str,
+    others: list[str],
+    timestamp: object,
+    timestamped: bool,
+):
+    policy = auth.AuthPolicy(
+        "X-Sig", "X-Ts" if timestamped else None, tolerance_s=300, algorithm=algorithm
+    )
+    text = None if timestamp is None else str(timestamp)
+    prefix, stamp_ok = b"", True
+    if timestamped and text:  # an empty header counts as absent
+        t = text.strip()
+        stamp_ok = t.isascii() and t.isdigit() and len(t) <= 12 and abs(int(t) - NOW) <= 300
+        prefix = f"{int(t)}.".encode() if stamp_ok else b""
+    digest = hmac.new(SECRET.encode(), prefix + body, algorithm)
+    candidate = {
+        "base64": base64.b64encode(digest.digest()).decode(),
+        "hex": f"{algorithm}={digest.hexdigest()}",
+        "upper-hex": digest.hexdigest().upper(),
+    }[form]
+    headers = _Ci({"x-sig": ",".join([*others, candidate] if genuine else others)})
+    if text is not None:
+        headers["x-ts"] = text
+    try:
+        auth.verify_signature(SECRET.encode(), body, headers, policy, now=NOW)
+        accepted = True
+    except auth.AuthError:  # the only way to refuse: no other exception, whatever the input
+        accepted = False
+    assert accepted == (genuine and stamp_ok)
