@@ -365,3 +365,35 @@ def test_a_signature_is_accepted_exactly_when_it_proves_the_secret(
     except auth.AuthError:  # the only way to refuse: no other exception, whatever the input
         accepted = False
     assert accepted == (genuine and stamp_ok)
+
+
+def test_webhook_settings(tmp_path: Path):
+    callr = auth.AuthPolicy.from_settings(settings_for(tmp_path))
+    assert (callr.signature_header, callr.timestamp_header, callr.algorithm) == (
+        "X-CALLR-HmacSignature",
+        None,
+        "sha256",
+    )
+    stamped = auth.AuthPolicy.from_settings(
+        settings_for(
+            tmp_path, CDR_WEBHOOK_FORMAT="timestamped", CDR_WEBHOOK_HMAC_ALGORITHM="SHA-512"
+        )
+    )
+    assert (stamped.signature_header, stamped.timestamp_header, stamped.algorithm) == (
+        "X-Callr-Signature",
+        "X-Callr-Timestamp",
+        "sha512",
+    )
+    no_stamp = settings_for(
+        tmp_path, CDR_WEBHOOK_FORMAT="timestamped", CDR_WEBHOOK_TIMESTAMP_HEADER=""
+    )
+    assert auth.AuthPolicy.from_settings(no_stamp).timestamp_header is None
+    for env, message in (
+        ({"CDR_WEBHOOK_FORMAT": "stripe"}, "CDR_WEBHOOK_FORMAT must be one of callr, timestamped"),
+        ({"CDR_WEBHOOK_HMAC_ALGORITHM": "crc32"}, "CDR_WEBHOOK_HMAC_ALGORITHM must be one of"),
+        ({"CDR_RECEIVER_REQUEST_TIMEOUT_S": "0"}, "at least 1 second"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            settings_for(tmp_path, **env)
+    with pytest.raises(ConfigError, match="CDR_WEBHOOK_REQUIRE_TIMESTAMP=true needs a timestamp"):
+        auth.AuthPolicy.from_settings(settings_for(tmp_path, CDR_WEBHOOK_REQUIRE_TIMESTAMP="true"))

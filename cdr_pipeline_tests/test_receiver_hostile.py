@@ -195,7 +195,7 @@ def test_token_in_query_string_is_not_written_to_the_access_log(tmp_path: Path):
         response = _post(server, PUSH_URL + f"?token={secret_in_url}&x=1", body, bearer_headers())
         assert response.status_code == 200
         refused = _post(server, PUSH_URL + f"?token={secret_in_url}", body, {})
-        assert refused.status_code in (401, 415)
+        assert refused.status_code == 401
     text = log.read_text()
     assert f"{PUSH_URL}" in text  # the access log is on, and names the path
     assert secret_in_url not in text
