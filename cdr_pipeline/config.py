@@ -3,6 +3,7 @@
 import datetime as dt
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,11 +22,19 @@ DEFAULT_ALERT_RATIO_DROP = 0.1  # absolute drop of ASR / NER (0.1 = 10 points)
 DEFAULT_ALERT_MIN_CALLS = 10  # fewer calls than this on a compared day: too few to judge
 # Real-time receiver (docs/realtime.md). Its secrets (CDR_WEBHOOK_SECRET, CDR_PUSH_TOKEN) are read
 # by the receiver itself (cdr_pipeline.receiver.auth), never held here.
-DEFAULT_WEBHOOK_SIGNATURE_HEADER = "X-Callr-Signature"
-DEFAULT_WEBHOOK_TIMESTAMP_HEADER = "X-Callr-Timestamp"
+# Webhook signature formats: (signature header, timestamp header or None) by CDR_WEBHOOK_FORMAT.
+WEBHOOK_FORMATS: dict[str, tuple[str, str | None]] = {
+    "callr": ("X-CALLR-HmacSignature", None),  # Callr's documented webhooks (docs/realtime.md)
+    "timestamped": ("X-Callr-Signature", "X-Callr-Timestamp"),  # HMAC of `<unix s>.<body>`
+}
+DEFAULT_WEBHOOK_FORMAT = "callr"
+WEBHOOK_HMAC_ALGORITHMS = ("md5", "sha1", "sha256", "sha384", "sha512")
+DEFAULT_WEBHOOK_HMAC_ALGORITHM = "sha256"
 DEFAULT_WEBHOOK_TOLERANCE_S = 300
 DEFAULT_RECEIVER_MAX_BODY_BYTES = 64 * 1024  # a CDR event is about 1 KiB
 DEFAULT_RECEIVER_MAX_JSON_DEPTH = 16  # an event envelope nests 3 levels
+DEFAULT_RECEIVER_MAX_HEADER_BYTES = 16 * 1024  # request line + headers (h11's default)
+DEFAULT_RECEIVER_REQUEST_TIMEOUT_S = 10  # for the request head, and again for the body
 DEFAULT_REALTIME_RECONCILE_DAYS = 2  # the export must confirm real-time calls after this
 
 
@@ -50,12 +59,18 @@ class Settings:
     alert_volume_change: float = DEFAULT_ALERT_VOLUME_CHANGE
     alert_ratio_drop: float = DEFAULT_ALERT_RATIO_DROP
     alert_min_calls: int = DEFAULT_ALERT_MIN_CALLS
-    webhook_signature_header: str = DEFAULT_WEBHOOK_SIGNATURE_HEADER
-    webhook_timestamp_header: str = DEFAULT_WEBHOOK_TIMESTAMP_HEADER
+    # Real-time receiver and timestamps without an offset (docs/realtime.md, README).
+    webhook_format: str = DEFAULT_WEBHOOK_FORMAT
+    webhook_signature_header: str = WEBHOOK_FORMATS[DEFAULT_WEBHOOK_FORMAT][0]
+    webhook_timestamp_header: str | None = WEBHOOK_FORMATS[DEFAULT_WEBHOOK_FORMAT][1]
+    webhook_hmac_algorithm: str = DEFAULT_WEBHOOK_HMAC_ALGORITHM
     webhook_tolerance_s: int = DEFAULT_WEBHOOK_TOLERANCE_S
     webhook_require_timestamp: bool = False
     receiver_max_body_bytes: int = DEFAULT_RECEIVER_MAX_BODY_BYTES
     receiver_max_json_depth: int = DEFAULT_RECEIVER_MAX_JSON_DEPTH
+    receiver_max_header_bytes: int = DEFAULT_RECEIVER_MAX_HEADER_BYTES
+    receiver_request_timeout_s: int = DEFAULT_RECEIVER_REQUEST_TIMEOUT_S
+    naive_timezone: str = DEFAULT_TIMEZONE
     realtime_reconcile_days: int = DEFAULT_REALTIME_RECONCILE_DAYS
 
     @classmethod
@@ -97,22 +112,8 @@ class Settings:
                 env, "CDR_ALERT_RATIO_DROP", DEFAULT_ALERT_RATIO_DROP
             ),
             alert_min_calls=_parse_count(env, "CDR_ALERT_MIN_CALLS", DEFAULT_ALERT_MIN_CALLS),
-            webhook_signature_header=_parse_header_name(
-                env, "CDR_WEBHOOK_SIGNATURE_HEADER", DEFAULT_WEBHOOK_SIGNATURE_HEADER
-            ),
-            webhook_timestamp_header=_parse_header_name(
-                env, "CDR_WEBHOOK_TIMESTAMP_HEADER", DEFAULT_WEBHOOK_TIMESTAMP_HEADER
-            ),
-            webhook_tolerance_s=_parse_count(
-                env, "CDR_WEBHOOK_TOLERANCE_S", DEFAULT_WEBHOOK_TOLERANCE_S
-            ),
-            webhook_require_timestamp=_parse_flag(env, "CDR_WEBHOOK_REQUIRE_TIMESTAMP"),
-            receiver_max_body_bytes=_parse_count(
-                env, "CDR_RECEIVER_MAX_BODY_BYTES", DEFAULT_RECEIVER_MAX_BODY_BYTES
-            ),
-            receiver_max_json_depth=_parse_count(
-                env, "CDR_RECEIVER_MAX_JSON_DEPTH", DEFAULT_RECEIVER_MAX_JSON_DEPTH
-            ),
+            **_receiver_settings(env),
+            naive_timezone=naive_timezone(env),
             realtime_reconcile_days=_parse_count(
                 env, "CDR_REALTIME_RECONCILE_DAYS", DEFAULT_REALTIME_RECONCILE_DAYS
             ),
@@ -148,6 +149,66 @@ def _parse_count(env: dict[str, str], name: str, default: int) -> int:
     if not raw.isdigit():
         raise ConfigError(f"{name} must be a whole number such as {default}, got {raw!r}")
     return int(raw)
+
+
+def _receiver_settings(env: dict[str, str]) -> dict[str, object]:
+    """The receiver's settings (docs/realtime.md): the webhook format and its overrides, limits."""
+    fmt = (env.get("CDR_WEBHOOK_FORMAT") or DEFAULT_WEBHOOK_FORMAT).strip().lower()
+    if fmt not in WEBHOOK_FORMATS:
+        raise ConfigError(
+            f"CDR_WEBHOOK_FORMAT must be one of {', '.join(WEBHOOK_FORMATS)}, got {fmt!r}"
+        )
+    signature_header, timestamp_header = WEBHOOK_FORMATS[fmt]
+    if "CDR_WEBHOOK_TIMESTAMP_HEADER" in env:  # set but empty: no timestamp header
+        timestamp_header = env["CDR_WEBHOOK_TIMESTAMP_HEADER"].strip() or None
+    algorithm = (env.get("CDR_WEBHOOK_HMAC_ALGORITHM") or DEFAULT_WEBHOOK_HMAC_ALGORITHM).lower()
+    if algorithm.strip().replace("-", "") not in WEBHOOK_HMAC_ALGORITHMS:
+        raise ConfigError(
+            f"CDR_WEBHOOK_HMAC_ALGORITHM must be one of {', '.join(WEBHOOK_HMAC_ALGORITHMS)}, "
+            f"got {algorithm!r}"
+        )
+    timeout = _parse_count(
+        env, "CDR_RECEIVER_REQUEST_TIMEOUT_S", DEFAULT_RECEIVER_REQUEST_TIMEOUT_S
+    )
+    if timeout == 0:
+        raise ConfigError("CDR_RECEIVER_REQUEST_TIMEOUT_S must be at least 1 second")
+    return {
+        "webhook_format": fmt,
+        "webhook_signature_header": _parse_header_name(
+            env, "CDR_WEBHOOK_SIGNATURE_HEADER", signature_header
+        ),
+        "webhook_timestamp_header": timestamp_header
+        and _parse_header_name({}, "CDR_WEBHOOK_TIMESTAMP_HEADER", timestamp_header),
+        "webhook_hmac_algorithm": algorithm.strip().replace("-", ""),
+        "webhook_tolerance_s": _parse_count(
+            env, "CDR_WEBHOOK_TOLERANCE_S", DEFAULT_WEBHOOK_TOLERANCE_S
+        ),
+        "webhook_require_timestamp": _parse_flag(env, "CDR_WEBHOOK_REQUIRE_TIMESTAMP"),
+        "receiver_max_body_bytes": _parse_count(
+            env, "CDR_RECEIVER_MAX_BODY_BYTES", DEFAULT_RECEIVER_MAX_BODY_BYTES
+        ),
+        "receiver_max_json_depth": _parse_count(
+            env, "CDR_RECEIVER_MAX_JSON_DEPTH", DEFAULT_RECEIVER_MAX_JSON_DEPTH
+        ),
+        "receiver_max_header_bytes": _parse_count(
+            env, "CDR_RECEIVER_MAX_HEADER_BYTES", DEFAULT_RECEIVER_MAX_HEADER_BYTES
+        ),
+        "receiver_request_timeout_s": timeout,
+    }
+
+
+def naive_timezone(env: Mapping[str, str] | None = None) -> str:
+    """CDR_NAIVE_TIMEZONE: the IANA zone a timestamp without an offset is read in (UTC)."""
+    env = os.environ if env is None else env
+    name = (env.get("CDR_NAIVE_TIMEZONE") or DEFAULT_TIMEZONE).strip()
+    try:
+        check_timezone(name)
+    except ConfigError:
+        raise ConfigError(
+            "CDR_NAIVE_TIMEZONE must be an IANA time zone such as UTC or Europe/Paris (the zone "
+            f"of timestamps written without an offset), got {name!r}"
+        ) from None
+    return name
 
 
 def _parse_header_name(env: dict[str, str], name: str, default: str) -> str:

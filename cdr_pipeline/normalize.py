@@ -30,10 +30,12 @@ its value, `; `-joined (values longer than 60 characters are shortened with `…
 
 - `callid`: optional sign and digits only, within int64 (`12.0`, `1e5`, `abc`, overflow are
   rejected); missing -> rejected.
-- `started`, `answered`, `ended`: `YYYY-MM-DD(T| )hh:mm:ss[.fraction][offset]`; offset `Z`,
-  `+hh:mm`, `+hhmm` or `+hh`; no offset means UTC; fractions beyond microseconds are truncated
-  (the warehouse stores microseconds). `started` missing -> rejected; `answered`/`ended` empty
-  -> null; any present but unparsable timestamp -> rejected.
+- `started`, `answered`, `ended`: `YYYY-MM-DD(T| )hh:mm:ss[.fraction][offset]`, read as
+  `cdr_pipeline.timestamps` says: offset `Z`, `+hh:mm`, `+hhmm` or `+hh`; no offset means the
+  naive zone (`CDR_NAIVE_TIMEZONE`, default UTC); fractions beyond microseconds truncated; second
+  60 only at 23:59:60 UTC (a leap second, stored as 23:59:59.999999); years 0001-9999 in UTC, and
+  for `started` in the partition zone too. `started` missing -> rejected; `answered`/`ended`
+  empty -> null; any present timestamp that breaks a rule -> rejected, the reason says which.
 - durations: digits only (optional `+`), 0..2^31-1; negative, non-integer (`1.5`, `12.0`) or
   overflowing -> rejected; empty -> null.
 - money (`billingDebit`, `billingCredit`, in cents): a plain decimal number (optional sign, no
@@ -101,6 +103,7 @@ Streaming (polars 2.1, measured on a 2-core machine with 24-field rows, ~250 byt
 """
 
 import csv
+import functools
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -112,7 +115,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from cdr_pipeline.config import check_timezone
+from cdr_pipeline import timestamps
+from cdr_pipeline.config import check_timezone, naive_timezone
 from cdr_pipeline.q850 import with_cause_columns
 from cdr_pipeline.schema import (
     CALL_COLUMNS,
@@ -147,12 +151,6 @@ _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
 _INT_RE = r"^[+-]?[0-9]+$"
 _MONEY_NUMBER_RE = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
-_TS_RE = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
-    r"(?:[.,][0-9]{1,9})?"
-    r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?$"
-)
-_TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _MAX_CENT_DECIMALS = 4
 _TOO_PRECISE_RE = rf"\.[0-9]{{{_MAX_CENT_DECIMALS + 1},}}$"
 _ORD_FILE_SHIFT = 1 << 40  # order key = file index * 2^40 + source row
@@ -343,12 +341,12 @@ class _FieldTyping:
     that repeats a parse evaluates it again for every reference).
 
     Attributes:
-        parts: helper columns computed from the stripped text (e.g. regex groups).
-        value: the typed `calls` column, from the stripped text and the parts.
-        rules: the reject rules, which reference the typed column by name.
+        stages: helper columns computed from the stripped text, stage by stage.
+        value: the typed `calls` column, from the stripped text and the helper columns.
+        rules: the reject rules, which reference the typed column (and `call_date`) by name.
     """
 
-    parts: dict[str, pl.Expr]
+    stages: tuple[dict[str, pl.Expr], ...]
     value: pl.Expr
     rules: tuple[_Rule, ...]
 
@@ -361,7 +359,7 @@ def _part_name(field: str) -> str:
     return f"__part__{field}"
 
 
-def _field_typing(field: str, column: str, dtype: pl.DataType) -> _FieldTyping:
+def _field_typing(field: str, column: str, dtype: pl.DataType, naive_zone: str) -> _FieldTyping:
     """The typing of one Callr field, and the reject rules it can fail."""
     raw = pl.col(_RAW + field)
     stripped = pl.col(_stripped_name(field))
@@ -379,7 +377,7 @@ def _field_typing(field: str, column: str, dtype: pl.DataType) -> _FieldTyping:
     if dtype == pl.Int64:  # callid
         value = stripped.str.to_integer(dtype=pl.Int64, strict=False)
         return _FieldTyping(
-            {}, value, (*missing, _Rule(invalid, _message(field, "not an int64", raw)))
+            (), value, (*missing, _Rule(invalid, _message(field, "not an int64", raw)))
         )
 
     if isinstance(dtype, (pl.Int16, pl.Int32)):
@@ -392,23 +390,28 @@ def _field_typing(field: str, column: str, dtype: pl.DataType) -> _FieldTyping:
         if low == 0:
             what = what.when(raw_stripped.str.starts_with("-")).then(pl.lit("negative"))
         what = what.otherwise(pl.lit(f"out of {sql} range"))
-        return _FieldTyping(parsed, value, (_Rule(invalid, _message(field, what, raw)),))
+        return _FieldTyping((parsed,), value, (_Rule(invalid, _message(field, what, raw)),))
 
     if isinstance(dtype, pl.Datetime):
-        # `_TS_RE` decides what is a timestamp. For those, the text is made canonical with
-        # cheap literal edits (one `T`, a `.` before the fraction, `Z` when no offset is
-        # given) and parsed once with chrono's `%#z`, which takes `Z`, `+hh`, `+hhmm` and
-        # `+hh:mm`. (Extracting the regex groups and rebuilding the text cost ~30 % more.)
-        canonical = stripped.str.replace_many(["t", " ", ",", "z"], ["T", "T", ".", "Z"])
-        has_offset = canonical.str.slice(19).str.contains("[Z+-]")
-        parsed = pl.when(has_offset).then(canonical).otherwise(canonical + pl.lit("Z"))
-        value = pl.when(stripped.str.contains(_TS_RE)).then(
-            part.str.strptime(dtype, _TS_FORMAT, strict=False)
-        )
+        ts = timestamps.timestamp_typing(stripped, _part_name(field) + "_", naive_zone)
+        out_of_range = ts.out_of_range
+        if field == "started":  # its call date must exist too
+            out_of_range = out_of_range | (
+                typed.is_not_null() & ~timestamps.date_in_range(pl.col("call_date"))
+            )
+        unparsable = timestamps.unparsable_message(raw_stripped, naive_zone)
         return _FieldTyping(
-            {_part_name(field): parsed},
-            value,
-            (*missing, _Rule(invalid, _message(field, "not an ISO8601 timestamp", raw))),
+            ts.stages,
+            ts.value,
+            (
+                *missing,
+                _Rule(ts.unparsable, _message(field, unparsable, raw)),
+                _Rule(
+                    ts.bad_leap_second,
+                    _message(field, "second 60 is only valid as a leap second (23:59:60 UTC)", raw),
+                ),
+                _Rule(out_of_range, _message(field, "outside years 0001-9999", raw)),
+            ),
         )
 
     if isinstance(dtype, pl.Decimal):  # money, in cents
@@ -432,7 +435,7 @@ def _field_typing(field: str, column: str, dtype: pl.DataType) -> _FieldTyping:
             .then(pl.lit(f"more than {_MAX_CENT_DECIMALS} fractional digits of a cent"))
             .otherwise(pl.lit(f"out of DECIMAL({MONEY_PRECISION},{MONEY_SCALE}) range"))
         )
-        return _FieldTyping({}, value, (_Rule(invalid, _message(field, what, raw)),))
+        return _FieldTyping((), value, (_Rule(invalid, _message(field, what, raw)),))
 
     if dtype == pl.Boolean:
         lowered = stripped.str.to_lowercase()
@@ -443,48 +446,62 @@ def _field_typing(field: str, column: str, dtype: pl.DataType) -> _FieldTyping:
             .then(pl.lit(False))
         )
         message = _message(field, "not a boolean (true/false/1/0/yes/no)", raw)
-        return _FieldTyping({}, value, (_Rule(invalid, message),))
+        return _FieldTyping((), value, (_Rule(invalid, message),))
 
     if column in _LOWER_CASED:
         value = pl.when(present).then(stripped.str.to_lowercase())
         if column != "direction":
-            return _FieldTyping({}, value, ())
+            return _FieldTyping((), value, ())
         bad = _Rule(
             present & ~typed.is_in(DIRECTIONS), _message(field, "not inbound/outbound", raw)
         )
-        return _FieldTyping({}, value, (*missing, bad))
+        return _FieldTyping((), value, (*missing, bad))
 
     # Plain text: verbatim, empty -> null.
-    return _FieldTyping({}, pl.when(raw != "").then(raw), ())
+    return _FieldTyping((), pl.when(raw != "").then(raw), ())
 
 
-_TYPINGS: dict[str, _FieldTyping] = {
-    c.source_field: _field_typing(c.source_field, c.name, c.polars_type)
-    for c in CALL_COLUMNS
-    if c.source_field is not None
-}
-_RULES: tuple[_Rule, ...] = tuple(r for t in _TYPINGS.values() for r in t.rules)
+@functools.cache
+def _typings(naive_zone: str) -> dict[str, _FieldTyping]:
+    """Every Callr field's typing, for timestamps without an offset read in `naive_zone`."""
+    return {
+        c.source_field: _field_typing(c.source_field, c.name, c.polars_type, naive_zone)
+        for c in CALL_COLUMNS
+        if c.source_field is not None
+    }
+
+
+def _rules(naive_zone: str) -> tuple[_Rule, ...]:
+    return tuple(r for t in _typings(naive_zone).values() for r in t.rules)
 
 
 def _flag_name(index: int) -> str:
     return f"__failed__{index}"
 
 
-def _typed(rows: pl.LazyFrame, timezone: str) -> pl.LazyFrame:
+def _typed(rows: pl.LazyFrame, timezone: str, naive_zone: str) -> pl.LazyFrame:
     """Add the typed `calls` columns (no Q.850 names yet) and one flag per reject rule."""
-    return (
-        rows.with_columns(
-            pl.col(_RAW + f).str.strip_chars().alias(_stripped_name(f)) for f in _TYPINGS
+    typings = _typings(naive_zone)
+    typed = rows.with_columns(
+        pl.col(_RAW + f).str.strip_chars().alias(_stripped_name(f)) for f in typings
+    )
+    for stage in range(max(len(t.stages) for t in typings.values())):
+        typed = typed.with_columns(
+            e.alias(n)
+            for t in typings.values()
+            if stage < len(t.stages)
+            for n, e in t.stages[stage].items()
         )
-        .with_columns(e.alias(n) for t in _TYPINGS.values() for n, e in t.parts.items())
-        .with_columns(
-            _TYPINGS[c.source_field].value.cast(c.polars_type).alias(c.name)
+    return (
+        typed.with_columns(
+            typings[c.source_field].value.cast(c.polars_type).alias(c.name)
             for c in CALL_COLUMNS
             if c.source_field is not None
         )
+        .with_columns(timestamps.local_date(pl.col("started_at"), timezone).alias("call_date"))
         .with_columns(
-            pl.col("started_at").dt.convert_time_zone(timezone).dt.date().alias("call_date"),
-            *[rule.failed.fill_null(False).alias(_flag_name(i)) for i, rule in enumerate(_RULES)],
+            rule.failed.fill_null(False).alias(_flag_name(i))
+            for i, rule in enumerate(_rules(naive_zone))
         )
     )
 
@@ -499,7 +516,7 @@ def _json_keys(header: Sequence[str]) -> list[str]:
     return keys
 
 
-_FLAGS: tuple[str, ...] = tuple(_flag_name(i) for i in range(len(_RULES)))
+_FLAGS: tuple[str, ...] = tuple(_flag_name(i) for i in range(len(_rules("UTC"))))
 
 # `calls` columns that follow from others; added once per kept row, after the dedup.
 _DERIVED: tuple[str, ...] = ("hangup_cause_name", "hangup_cause_class", "source")
@@ -572,6 +589,7 @@ class _FileScan:
         header: its header record, as written.
         mapping: header name -> Callr field, for the names that are Callr fields.
         timezone: IANA time zone of `call_date`.
+        naive_zone: IANA time zone of timestamps without an offset.
     """
 
     index: int
@@ -579,6 +597,7 @@ class _FileScan:
     header: tuple[str, ...]
     mapping: dict[str, str]
     timezone: str
+    naive_zone: str = "UTC"
 
     def scan(self, rows: pl.Series | None = None) -> pl.LazyFrame:
         """The file's data records typed and flagged, with their raw text and raw JSON.
@@ -621,6 +640,7 @@ class _FileScan:
         return _typed(
             records.with_columns(pl.lit(None, pl.String).alias(_RAW + f) for f in absent),
             self.timezone,
+            self.naive_zone,
         ).with_columns(
             (pl.col(_ROW) + self.index * _ORD_FILE_SHIFT).alias(_ORD),
             pl.lit(self.export.direction, pl.String).alias(_FILE_DIRECTION),
@@ -638,7 +658,7 @@ def _with_derived(rows: pl.LazyFrame, source: str) -> pl.LazyFrame:
     ).with_columns(pl.lit(source, pl.String).alias("source"))
 
 
-def _typing_reason() -> pl.Expr:
+def _typing_reason(naive_zone: str) -> pl.Expr:
     """The reason of a row stage one rejected, from its flags and raw text.
 
     Built in stage four, on the rejected rows only: formatting a message for every row during
@@ -649,7 +669,10 @@ def _typing_reason() -> pl.Expr:
         .then(pl.lit("empty row: every field is empty"))
         .otherwise(
             pl.concat_str(
-                [pl.when(pl.col(f)).then(r.message) for f, r in zip(_FLAGS, _RULES, strict=True)],
+                [
+                    pl.when(pl.col(f)).then(r.message)
+                    for f, r in zip(_FLAGS, _rules(naive_zone), strict=True)
+                ],
                 separator="; ",
                 ignore_nulls=True,
             )
@@ -738,6 +761,7 @@ def normalize_exports(
     timezone: str,
     source: str = "export",
     required_fields: Iterable[str] = SOURCE_FIELDS,
+    naive_timezone: str | None = None,
 ) -> NormalizedExport:
     """Plan the normalisation of one partition's export files (nothing is computed yet).
 
@@ -749,6 +773,8 @@ def normalize_exports(
         timezone: IANA time zone of `call_date` (CDR_TIMEZONE).
         source: the `source` column value (`export`, `webhook`, `push`).
         required_fields: Callr fields every file must have a column for.
+        naive_timezone: IANA time zone of timestamps without an offset; None reads
+            CDR_NAIVE_TIMEZONE (default UTC).
 
     Returns:
         The plan; run it with `write_normalized` or `normalize_frames`.
@@ -756,9 +782,10 @@ def normalize_exports(
     Raises:
         MissingColumnsError: a file lacks a required column.
         DuplicateColumnsError: two columns of a file map to the same field.
-        ConfigError: `timezone` is not an IANA time zone.
+        ConfigError: `timezone` or `naive_timezone` is not an IANA time zone.
     """
     check_timezone(timezone)
+    naive_zone = resolve_naive_timezone(naive_timezone)
     required = tuple(required_fields)
     unknown: dict[str, None] = {}
     scans: list[_FileScan] = []
@@ -774,7 +801,7 @@ def normalize_exports(
                 f"(header: {', '.join(header) or 'empty'})"
             )
         unknown.update(dict.fromkeys(extra))
-        scans.append(_FileScan(index, export, tuple(header), mapping, timezone))
+        scans.append(_FileScan(index, export, tuple(header), mapping, timezone, naive_zone))
     return NormalizedExport(
         scans=tuple(scans),
         unknown_columns=tuple(unknown),
@@ -782,6 +809,11 @@ def normalize_exports(
         partition_date=partition_date,
         source=source,
     )
+
+
+def resolve_naive_timezone(name: str | None) -> str:
+    """`name` checked, or CDR_NAIVE_TIMEZONE when None (callers that cannot pass settings)."""
+    return naive_timezone() if name is None else naive_timezone({"CDR_NAIVE_TIMEZONE": name})
 
 
 def _scan_all(paths: Sequence[Path], schema: dict[str, pl.DataType]) -> pl.LazyFrame:
@@ -834,7 +866,9 @@ def _write_rejects(
             differing.lazy(), on=_ORD, how="left", maintain_order="left"
         )
         reason = (
-            pl.when(pl.col(_REJECTED)).then(_typing_reason()).otherwise(pl.col(_DUPLICATE_REASON))
+            pl.when(pl.col(_REJECTED))
+            .then(_typing_reason(scan.naive_zone))
+            .otherwise(pl.col(_DUPLICATE_REASON))
         )
         part = scratch_dir / f"rejects-{scan.index}.parquet"
         rejects = _rejects(
@@ -995,6 +1029,7 @@ def normalize_frames(
     timezone: str,
     source: str = "export",
     required_fields: Iterable[str] = SOURCE_FIELDS,
+    naive_timezone: str | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, NormalizeStats]:
     """`write_normalized` into a temporary directory, read back: for tests and small inputs.
 
@@ -1010,6 +1045,7 @@ def normalize_frames(
         timezone=timezone,
         source=source,
         required_fields=required_fields,
+        naive_timezone=naive_timezone,
     )
     with tempfile.TemporaryDirectory(prefix="cdr-normalize-") as scratch:
         calls_path = Path(scratch) / "calls.parquet"

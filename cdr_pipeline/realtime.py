@@ -15,9 +15,10 @@ event is loaded exactly once even if a run dies half-way.
    landing order, goes through `normalize.normalize_exports(..., source=...,
    required_fields=ROW_KEY_FIELDS)` and `write_normalized` to Parquet, exactly as an export.
 4. Rejects are re-labelled for the real-time world: `source_row` is the landing `seq`, `raw`
-   the request body as received, `call_date` the day of `started` in CDR_TIMEZONE (the day
-   received if `started` does not parse), `direction` the CDR's or the event type's
-   (`unknown` if neither says).
+   the request body as received, `call_date` the day of `started` in CDR_TIMEZONE, read by the
+   normaliser's own expressions (`timestamps.call_dates`; the day received if `started` is
+   no timestamp the normaliser keeps), `direction` the CDR's or the event type's (`unknown`
+   if neither says).
 5. `warehouse.upsert_realtime` merges the calls (an export row always wins) and appends the
    rejects.
 """
@@ -36,7 +37,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from cdr_pipeline import normalize, warehouse
+from cdr_pipeline import normalize, timestamps, warehouse
 from cdr_pipeline.config import check_timezone
 from cdr_pipeline.receiver import envelope
 from cdr_pipeline.receiver.landing import LandedEvent, open_reader
@@ -99,15 +100,17 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _local_day(started: str, received_at: dt.datetime, timezone: str) -> dt.date:
+def _call_days(
+    events: Sequence[LandedEvent], started: Sequence[str | None], timezone: str, naive_zone: str
+) -> list[dt.date]:
+    """The day each event's reject is filed under: its `started` in CDR_TIMEZONE as the
+    normaliser reads it, else the day it was received."""
     tz = check_timezone(timezone)
-    try:
-        instant = dt.datetime.fromisoformat(started.strip())
-    except ValueError:
-        return received_at.astimezone(tz).date()
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=dt.UTC)
-    return instant.astimezone(tz).date()
+    days = timestamps.call_dates(started, timezone=timezone, naive_timezone=naive_zone)
+    return [
+        day or event.received_at.astimezone(tz).date()
+        for event, day in zip(events, days, strict=True)
+    ]
 
 
 def _call_key(callid: str) -> object | None:
@@ -118,19 +121,26 @@ def _call_key(callid: str) -> object | None:
     return int(text) if _INT.fullmatch(text) else text
 
 
-def prepare_batch(events: Sequence[LandedEvent], *, store_id: str, timezone: str) -> RealtimeBatch:
+def prepare_batch(
+    events: Sequence[LandedEvent],
+    *,
+    store_id: str,
+    timezone: str,
+    naive_timezone: str | None = None,
+) -> RealtimeBatch:
     """Read the CDRs of `events` (oldest first) into rows per source; see the module docstring."""
+    naive_zone = normalize.resolve_naive_timezone(naive_timezone)
     batch = RealtimeBatch(store_id=store_id, through_seq=events[-1].seq if events else 0)
     batch.events = len(events)
-    latest: dict[object, _Row] = {}
-    keyless: list[_Row] = []
+    readable: list[tuple[LandedEvent, dict[str, str], dict[str, str], str | None]] = []
+    unreadable: list[tuple[LandedEvent, str]] = []
     for event in events:
         try:
             document = envelope.parse_json(event.body.encode(), max_depth=_UNREADABLE_DEPTH)
             cdr = envelope.cdr_at(document, event.cdr_path)
             mapping, unknown = normalize.header_mapping(list(cdr))
         except (envelope.PayloadError, normalize.ExportHeaderError, KeyError, TypeError) as e:
-            batch.unreadable.append(_unreadable(event, str(e), timezone))
+            unreadable.append((event, str(e)))
             continue
         fields = {mapping[key]: _text(value) for key, value in cdr.items() if key in mapping}
         extras = {key: _text(cdr[key]) for key in unknown}
@@ -138,12 +148,22 @@ def prepare_batch(events: Sequence[LandedEvent], *, store_id: str, timezone: str
         hinted = envelope.direction_of(event.event_type)
         if not fields.get("direction", "").strip() and hinted:
             fields["direction"] = hinted
+        readable.append((event, fields, extras, hinted))
+    days = _call_days(
+        [*(r[0] for r in readable), *(u[0] for u in unreadable)],
+        [*(r[1].get("started") for r in readable), *(u[0].started for u in unreadable)],
+        timezone,
+        naive_zone,
+    )
+    latest: dict[object, _Row] = {}
+    keyless: list[_Row] = []
+    for (event, fields, extras, hinted), day in zip(readable, days[: len(readable)], strict=True):
         own = fields.get("direction", "").strip().lower()
         row = _Row(
             event=event,
             fields=fields,
             extras=extras,
-            call_date=_local_day(fields.get("started", ""), event.received_at, timezone),
+            call_date=day,
             direction=own if own in DIRECTIONS else hinted or "unknown",
         )
         key = _call_key(fields.get("callid", ""))
@@ -153,15 +173,17 @@ def prepare_batch(events: Sequence[LandedEvent], *, store_id: str, timezone: str
             if key in latest:
                 batch.superseded += 1
             latest[key] = row
+    for (event, reason), day in zip(unreadable, days[len(readable) :], strict=True):
+        batch.unreadable.append(_unreadable(event, reason, day))
     kept = sorted([*latest.values(), *keyless], key=lambda r: r.event.seq)
     for row in kept:
         batch.rows.setdefault(row.event.source, []).append(row)
     return batch
 
 
-def _unreadable(event: LandedEvent, reason: str, timezone: str) -> dict[str, Any]:
+def _unreadable(event: LandedEvent, reason: str, call_date: dt.date) -> dict[str, Any]:
     return {
-        "call_date": _local_day(event.started or "", event.received_at, timezone),
+        "call_date": call_date,
         "direction": envelope.direction_of(event.event_type) or "unknown",
         "source_row": event.seq,
         "raw": event.body,
@@ -217,7 +239,7 @@ def _relabel_rejects(raw_rejects: Path, rows: Sequence[_Row], target: Path) -> N
 
 
 def write_batch(
-    batch: RealtimeBatch, staging: Path, *, timezone: str
+    batch: RealtimeBatch, staging: Path, *, timezone: str, naive_timezone: str | None = None
 ) -> tuple[list[Path], list[Path]]:
     """Normalise a prepared batch into Parquet under `staging`: (calls files, rejects files)."""
     staging.mkdir(parents=True, exist_ok=True)
@@ -233,6 +255,7 @@ def write_batch(
             timezone=timezone,
             source=source,
             required_fields=ROW_KEY_FIELDS,
+            naive_timezone=naive_timezone,
         )
         calls_path = staging / f"{source}-calls.parquet"
         raw_rejects = staging / f"{source}-rejects-raw.parquet"
@@ -255,8 +278,10 @@ def load_landed_events(
     *,
     timezone: str,
     max_events: int = DEFAULT_MAX_EVENTS,
+    naive_timezone: str | None = None,
 ) -> RealtimeResult:
-    """Load the events landed since the warehouse's watermark (at most `max_events`)."""
+    """Load the events landed since the warehouse's watermark (at most `max_events`); timestamps
+    without an offset are read in `naive_timezone` (None: CDR_NAIVE_TIMEZONE)."""
     with open_reader(landing_file) as store:
         if store is None:
             return RealtimeResult(None, 0, 0, 0, 0, (), None)
@@ -265,10 +290,13 @@ def load_landed_events(
         events = store.read_after(watermark, limit=max_events)
     if not events:
         return RealtimeResult(store_id, watermark, watermark, 0, 0, (), None)
-    batch = prepare_batch(events, store_id=store_id, timezone=timezone)
+    naive_zone = normalize.resolve_naive_timezone(naive_timezone)
+    batch = prepare_batch(events, store_id=store_id, timezone=timezone, naive_timezone=naive_zone)
     staging = lake.staging_dir / f"realtime-{uuid.uuid4().hex[:8]}"
     try:
-        calls_files, rejects_files = write_batch(batch, staging, timezone=timezone)
+        calls_files, rejects_files = write_batch(
+            batch, staging, timezone=timezone, naive_timezone=naive_zone
+        )
         stats = warehouse.upsert_realtime(
             con,
             calls_files,

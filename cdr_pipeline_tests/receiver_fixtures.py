@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import uvicorn
 from cdr_pipeline.config import Settings
 from cdr_pipeline.receiver import auth
 from cdr_pipeline.receiver.app import create_app
+from cdr_pipeline.receiver.server import uvicorn_config
 
 SECRET = "whsec-test-3b9d0c7e15"
 TOKEN = "push-token-test-8c41aa"
@@ -81,16 +82,27 @@ def encode(document: Any) -> bytes:
 
 
 def signed_headers(
+    body: bytes, *, secret: str = SECRET, algorithm: str = "sha256", event_id: str | None = None
+) -> dict[str, str]:
+    """JSON content type and a valid signature in Callr's documented format (the default)."""
+    headers = {
+        "content-type": "application/json",
+        "x-callr-hmacsignature": auth.sign(secret.encode(), body, algorithm=algorithm),
+    }
+    if event_id:
+        headers["x-callr-eventid"] = event_id
+    return headers
+
+
+def timestamped_headers(
     body: bytes, *, secret: str = SECRET, timestamp: int | None = None, stamp: bool = True
 ) -> dict[str, str]:
-    """JSON content type and a valid signature (with a current timestamp unless `stamp=False`)."""
+    """A valid signature in the `timestamped` format (with the current time unless given)."""
     headers = {"content-type": "application/json"}
-    if stamp:
-        ts = int(time.time()) if timestamp is None else timestamp
+    ts = (int(time.time()) if timestamp is None else timestamp) if stamp else None
+    if ts is not None:
         headers["x-callr-timestamp"] = str(ts)
-        headers["x-callr-signature"] = auth.sign(secret.encode(), body, ts)
-    else:
-        headers["x-callr-signature"] = auth.sign(secret.encode(), body)
+    headers["x-callr-signature"] = auth.sign(secret.encode(), body, ts, form="hex")
     return headers
 
 
@@ -109,16 +121,13 @@ def settings_for(data_dir: Path, **env: str) -> Settings:
 
 
 class ThreadedReceiver:
-    """The receiver app under uvicorn in a daemon thread on a free loopback port."""
+    """The receiver app under uvicorn (the server's own configuration) in a daemon thread."""
 
     def __init__(self, settings: Settings, credentials: auth.Credentials) -> None:
         self.port = free_port()
-        config = uvicorn.Config(
-            create_app(settings, credentials),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
+        self.app = create_app(settings, credentials)
+        config = uvicorn_config(
+            self.app, settings, host="127.0.0.1", port=self.port, log_level="warning"
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -141,10 +150,10 @@ class ThreadedReceiver:
         self._thread.join(timeout=15)
 
 
-def receiver_command(port: int) -> list[str]:
+def receiver_command(port: int, host: str = "127.0.0.1") -> list[str]:
     """`cdr-pipeline receiver` from this virtualenv (the real console script)."""
     script = Path(sys.executable).parent / "cdr-pipeline"
-    args = ["receiver", "--host", "127.0.0.1", "--port", str(port)]
+    args = ["receiver", "--host", host, "--port", str(port)]
     if script.exists():
         return [str(script), *args]
     return [sys.executable, "-c", "import sys; from cdr_pipeline.cli import main; "
@@ -154,8 +163,19 @@ def receiver_command(port: int) -> list[str]:
 class ReceiverProcess:
     """`cdr-pipeline receiver` in its own process, waited for until `/healthz` answers."""
 
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None, **env: str):
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        port: int | None = None,
+        *,
+        host: str = "127.0.0.1",
+        preexec_fn: Callable[[], None] | None = None,
+        **env: str,
+    ):
         self.port = port or free_port()
+        self.host = host
+        self.preexec_fn = preexec_fn
         self.data_dir = data_dir
         self.log_path = log_path
         self.env = {
@@ -174,7 +194,11 @@ class ReceiverProcess:
     def start(self, timeout_s: float = 30.0) -> "ReceiverProcess":
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            receiver_command(self.port), env=self.env, stdout=log, stderr=subprocess.STDOUT
+            receiver_command(self.port, self.host),
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec_fn,
         )
         log.close()
         deadline = time.monotonic() + timeout_s

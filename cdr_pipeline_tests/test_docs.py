@@ -32,3 +32,10 @@ def test_readme_example_queries_run(tmp_path: Path) -> None:
         warehouse.ensure_schema(con)
         for query in queries:
             con.execute(query).fetchall()
+
+
+def test_readme_says_how_timestamps_without_an_offset_are_read() -> None:
+    # Regression: "no offset means UTC" was stated only in a docstring.
+    section = README.split("### Timestamps", 1)[1].split("\n## ", 1)[0]
+    assert "**Without an offset**, it is read as **UTC** by default" in section
+    assert "CDR_NAIVE_TIMEZONE" in section and "| `CDR_NAIVE_TIMEZONE` | `UTC` |" in README

@@ -1,7 +1,8 @@
 """The receiver over real HTTP (uvicorn on loopback): envelopes, bad input, duplicates, landing."""
 
 import json
-import sqlite3
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from cdr_pipeline.receiver.landing import LandingStore, landing_path
 from cdr_pipeline_tests.receiver_fixtures import (
     PUSH_URL,
     SECRET,
-    TOKEN,
     WEBHOOK_URL,
     ThreadedReceiver,
     bearer_headers,
@@ -24,13 +24,6 @@ from cdr_pipeline_tests.receiver_fixtures import (
     signed_headers,
     webhook_event,
 )
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[ThreadedReceiver]:
-    credentials = auth.Credentials(SECRET.encode(), TOKEN.encode())
-    with ThreadedReceiver(settings_for(tmp_path), credentials) as server:
-        yield server
 
 
 def _post_webhook(
@@ -215,21 +208,6 @@ def test_wrong_method_and_path(receiver: ThreadedReceiver):
     assert httpx.post(receiver.base_url + "/other", content=b"{}").status_code == 404
 
 
-def test_store_failure_answers_503_not_2xx(
-    receiver: ThreadedReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    def broken(self, records):
-        raise sqlite3.OperationalError("disk I/O error")
-
-    monkeypatch.setattr(LandingStore, "append", broken)
-    body = encode(webhook_event(sample_cdr(9)))
-    response = _post_webhook(receiver, body)
-    assert response.status_code == 503
-    assert response.headers["retry-after"] == "5"
-    monkeypatch.undo()
-    assert _post_webhook(receiver, body).json()["status"] == "stored"  # the writer kept going
-
-
 def test_open_receiver_without_credentials(tmp_path: Path):
     with ThreadedReceiver(settings_for(tmp_path), auth.Credentials()) as server:
         body = encode(sample_cdr(3))
@@ -253,3 +231,26 @@ def test_limits_from_settings(tmp_path: Path):
         big = encode({"callid": 1, "callerName": "x" * 300})
         response = httpx.post(server.base_url + WEBHOOK_URL, content=big, headers=headers)
         assert response.status_code == 413
+
+
+def test_the_documented_signing_recipe_and_sample_are_accepted(
+    receiver: ThreadedReceiver, tmp_path: Path
+):
+    # docs/realtime.md signs samples/callr_webhook_event.json with openssl, as Callr signs.
+    project = Path(__file__).resolve().parents[1]
+    doc = (project / "docs" / "realtime.md").read_text()
+    (recipe,) = [line for line in doc.splitlines() if line.startswith("sig=$(openssl")]
+    done = subprocess.run(
+        ["bash", "-c", f'{recipe}\nprintf %s "$sig"'],
+        cwd=project,
+        env={"CDR_WEBHOOK_SECRET": SECRET, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    body = (project / "samples" / "callr_webhook_event.json").read_bytes()
+    headers = {"content-type": "application/json", "x-callr-hmacsignature": done.stdout}
+    response = _post_webhook(receiver, body, headers)
+    assert response.status_code == 200 and response.json()["status"] == "stored", response.text
+    with landed(tmp_path) as rows:
+        assert [(r[2], r[4]) for r in rows] == [("v2.call.inbound.ended", "9007199254740993001")]

@@ -3,22 +3,24 @@
 Endpoints:
 
 - `POST /callr/webhook` — Callr webhook events (`v2.call.inbound.ended`, ...); HMAC signed.
-- `POST /callr/push` — Actions `fetch@v2` pushes (`{"cdr": {...}}`); bearer token or HMAC.
-- `GET /healthz` — 200 with counters while the landing store is writable.
+- `POST /callr/push` — Actions `fetch@v2` pushes (`{"cdr": {...}}`); bearer token.
+- `GET /healthz` — 200 with counters while an event can be stored, else 503 with the reason.
 
 A request is checked in this order, and the first failure answers (nothing is stored):
 
-1. size: `Content-Length` or the streamed body above `CDR_RECEIVER_MAX_BODY_BYTES` -> 413;
+1. size and time: `Content-Length` or the streamed body above `CDR_RECEIVER_MAX_BODY_BYTES` ->
+   413; the body not received within `CDR_RECEIVER_REQUEST_TIMEOUT_S` -> 408 (both close the
+   connection; the request head has its own limits, see `server`);
 2. authentication (see `auth`) -> 401;
 3. `Content-Type` must be `application/json` (or `+json`), charset UTF-8 if given -> 415;
-4. UTF-8, JSON syntax, nesting depth (`CDR_RECEIVER_MAX_JSON_DEPTH`) -> 400;
+4. UTF-8, JSON syntax, nesting depth (`CDR_RECEIVER_MAX_JSON_DEPTH`), no lone surrogate -> 400;
 5. the envelope (see `envelope`): not an object or no CDR -> 422.
 
 Then the delivery is handed to the landing writer and the handler waits for its commit:
 200 `{"status": "stored", "seq": N}` (or `"duplicate"` for a redelivery, with the first `seq`),
 or 503 if the store cannot be written (Callr retries). Event types without a final CDR answer
 200 `{"status": "ignored"}`. Every answer is JSON with a `reason` on errors; no 5xx for bad
-input. Secrets and signatures are never logged.
+input. Secrets, signatures and query strings are never logged.
 """
 
 import asyncio
@@ -47,6 +49,12 @@ log = logging.getLogger(__name__)
 WEBHOOK_PATH = "/callr/webhook"
 PUSH_PATH = "/callr/push"
 HEALTH_PATH = "/healthz"
+# Ignored event types are counted by name up to this many names of up to this many characters;
+# the rest under `ignored_type:(other)`, so a sender inventing types cannot grow /healthz.
+MAX_COUNTED_TYPES = 32
+MAX_TYPE_CHARS = 64
+_HEALTH_WAIT_S = 5.0
+_CLOSE = {"Connection": "close"}  # after 408/413: the rest of the body is not read
 
 
 class _TooLarge(Exception):
@@ -62,6 +70,7 @@ class ReceiverConfig:
     credentials: auth.Credentials
     max_body_bytes: int
     max_json_depth: int
+    body_timeout_s: float = 10.0
 
     @classmethod
     def from_settings(
@@ -73,7 +82,19 @@ class ReceiverConfig:
             credentials=auth.Credentials.from_env() if credentials is None else credentials,
             max_body_bytes=settings.receiver_max_body_bytes,
             max_json_depth=settings.receiver_max_json_depth,
+            body_timeout_s=float(settings.receiver_request_timeout_s),
         )
+
+
+class _Counters(Counter[str]):
+    def ignored(self, source: str, event_type: str | None) -> None:
+        self[f"{source}_ignored"] += 1
+        name = (event_type or "")[:MAX_TYPE_CHARS]
+        counted = {k for k in self if k.startswith("ignored_type:")}
+        key = f"ignored_type:{name}"
+        if key not in counted and len(counted) >= MAX_COUNTED_TYPES:
+            key = "ignored_type:(other)"
+        self[key] += 1
 
 
 def create_app(settings: Settings, credentials: auth.Credentials | None = None) -> Starlette:
@@ -82,19 +103,18 @@ def create_app(settings: Settings, credentials: auth.Credentials | None = None) 
 
 
 def create_app_from_config(config: ReceiverConfig) -> Starlette:
-    """The receiver app for a resolved `ReceiverConfig`."""
-    counters: Counter[str] = Counter()
-    state: dict[str, LandingWriter] = {}
+    """The receiver app for a resolved `ReceiverConfig` (its writer is `app.state.writer`)."""
+    counters = _Counters()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         writer = LandingWriter(config.store_path)
-        state["writer"] = writer
+        app.state.writer = writer
         log.info(
-            "receiver: landing events in %s (webhook auth: %s, push auth: %s)",
+            "receiver: landing events in %s (webhook auth: %s; push auth: %s)",
             config.store_path,
-            "HMAC signature" if config.credentials.webhook_secret else "OPEN (no secret)",
-            _push_auth_label(config.credentials),
+            auth.endpoint_auth("webhook", config.credentials, config.policy),
+            auth.endpoint_auth("push", config.credentials, config.policy),
         )
         try:
             yield
@@ -108,23 +128,31 @@ def create_app_from_config(config: ReceiverConfig) -> Starlette:
         return await _receive(request, "push")
 
     async def healthz(request: Request) -> JSONResponse:
-        writer = state.get("writer")
+        writer: LandingWriter | None = getattr(request.app.state, "writer", None)
         if writer is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ok", "counters": dict(sorted(counters.items()))})
+        try:
+            health = await asyncio.wait_for(asyncio.wrap_future(writer.health()), _HEALTH_WAIT_S)
+            error = health.error
+        except TimeoutError:
+            error = f"the landing writer did not answer within {_HEALTH_WAIT_S:g} s"
+        document: dict[str, Any] = {"status": "failing" if error else "ok"}
+        if error:
+            document["reason"] = f"the landing store cannot be written: {error}"
+        document["counters"] = dict(sorted(counters.items()))
+        return JSONResponse(document, status_code=503 if error else 200)
 
     async def _receive(request: Request, source: str) -> JSONResponse:
         peer = request.client.host if request.client else "?"
         try:
-            body = await _read_body(request, config.max_body_bytes)
+            async with asyncio.timeout(config.body_timeout_s):
+                body = await _read_body(request, config.max_body_bytes)
         except _TooLarge:
-            return _refuse(
-                counters,
-                source,
-                peer,
-                413,
-                f"body larger than {config.max_body_bytes} bytes (CDR_RECEIVER_MAX_BODY_BYTES)",
-            )
+            limit = f"{config.max_body_bytes} bytes (CDR_RECEIVER_MAX_BODY_BYTES)"
+            return _refuse(counters, source, peer, 413, f"body larger than {limit}", _CLOSE)
+        except TimeoutError:
+            limit = f"{config.body_timeout_s:g} s (CDR_RECEIVER_REQUEST_TIMEOUT_S)"
+            return _refuse(counters, source, peer, 408, f"body not received within {limit}", _CLOSE)
         try:
             method = auth.authenticate(
                 source, body, request.headers, config.credentials, config.policy
@@ -140,17 +168,14 @@ def create_app_from_config(config: ReceiverConfig) -> Starlette:
         except envelope.PayloadError as error:
             return _refuse(counters, source, peer, error.status, error.reason)
         if not delivery.stores_call:
-            counters[f"{source}_ignored"] += 1
-            counters[f"ignored_type:{delivery.event_type}"] += 1
+            counters.ignored(source, delivery.event_type)
+            shown = (delivery.event_type or "")[:MAX_TYPE_CHARS]
             return JSONResponse(
-                {
-                    "status": "ignored",
-                    "reason": f"event type {delivery.event_type!r} carries no final CDR",
-                }
+                {"status": "ignored", "reason": f"event type {shown!r} carries no final CDR"}
             )
         record = _record(source, delivery, body)
         try:
-            stored = await asyncio.wrap_future(state["writer"].submit(record))
+            stored = await asyncio.wrap_future(request.app.state.writer.submit(record))
         except Exception as error:
             counters[f"{source}_store_failed"] += 1
             log.error("receiver: could not land a %s event from %s: %s", source, peer, error)
@@ -173,18 +198,6 @@ def create_app_from_config(config: ReceiverConfig) -> Starlette:
         ],
         lifespan=lifespan,
     )
-
-
-def _push_auth_label(credentials: auth.Credentials) -> str:
-    methods = [
-        name
-        for name, value in (
-            ("bearer token", credentials.push_token),
-            ("HMAC signature", credentials.webhook_secret),
-        )
-        if value
-    ]
-    return " or ".join(methods) or "OPEN (no token or secret)"
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -222,11 +235,18 @@ def _check_content_type(value: str | None) -> str | None:
 
 
 def _refuse(
-    counters: Counter[str], source: str, peer: str, status: int, reason: str
+    counters: Counter[str],
+    source: str,
+    peer: str,
+    status: int,
+    reason: str,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     counters[f"{source}_refused_{status}"] += 1
     log.warning("receiver: %s from %s refused with %d: %s", source, peer, status, reason)
-    return JSONResponse({"status": "refused", "reason": reason}, status_code=status)
+    return JSONResponse(
+        {"status": "refused", "reason": reason}, status_code=status, headers=headers
+    )
 
 
 def _scalar_text(value: Any) -> str | None:
@@ -258,30 +278,8 @@ def _record(source: str, delivery: envelope.Delivery, body: bytes) -> LandingRec
     )
 
 
-def serve(
-    settings: Settings,
-    host: str,
-    port: int,
-    *,
-    forwarded_allow_ips: str | None = None,
-    log_level: str = "info",
-) -> None:
-    """Run the receiver with uvicorn until interrupted (one process: one landing writer)."""
-    import uvicorn
+def serve(*args: Any, **kwargs: Any) -> None:
+    """Run the receiver until interrupted: `server.serve` (kept here for the CLI's import)."""
+    from cdr_pipeline.receiver.server import serve as run_server
 
-    credentials = auth.Credentials.from_env()
-    auth.require_credentials_off_loopback(host, credentials)
-    # A server's start-up line and refusals belong in its log, however quiet the CLI is.
-    logging.getLogger("cdr_pipeline.receiver").setLevel(logging.INFO)
-    app = create_app(settings, credentials)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        proxy_headers=forwarded_allow_ips is not None,
-        forwarded_allow_ips=forwarded_allow_ips,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-        log_config=None,  # keep the CLI's logging: one format for uvicorn and the receiver
-    )
+    run_server(*args, **kwargs)

@@ -4,10 +4,12 @@ Envelopes (the CDR object is the same as an export row: JSON keys = CSV header n
 
 1. A webhook event with the CDR under `data` or `payload` (optionally one level deeper, under
    `cdr`), its type under `type` / `event` / `event_type` / `eventType` and an optional event
-   id under `id` / `event_id` / `eventId`::
+   id under `id` / `event_id` / `eventId`. Callr documents two of them (docs/realtime.md)::
 
-       {"type": "v2.call.inbound.ended", "id": "evt_1", "data": {"callid": 42, ...}}
-       {"event": "v2.call.outbound.ended", "payload": {"cdr": {"callid": 42, ...}}}
+       {"event_id": "...", "event_at": "...", "hook_hash": null, "try": 0,
+        "type": "call.inbound_hangup", "data": {"callid": 42, ...}}
+       {"id": "...", "at": "...", "sid": "...", "try": 0, "type": "v2.call.inbound.ended",
+        "payload": {"callid": 42, ...}}
 
 2. An Actions push, as the Callr docs write it with `fetch@v2` from the `hangup` branch::
 
@@ -15,22 +17,31 @@ Envelopes (the CDR object is the same as an export row: JSON keys = CSV header n
 
 3. A bare CDR: `{"callid": 42, "direction": "inbound", ...}`.
 
-On the webhook endpoint, only `v2.call.inbound.ended` and `v2.call.outbound.ended` (any letter
-case) carry a final CDR; every other type (`*.started`, SMS events...) is acknowledged and
-counted, not stored. A body without a type is taken as a CDR delivery (envelopes 2 and 3).
+On the webhook endpoint, only `v2.call.inbound.ended`, `v2.call.outbound.ended` and their older
+names `call.inbound_hangup`, `call.outbound_hangup` (any letter case) carry a final CDR; every
+other type (`*.started`, SMS events...) is acknowledged and counted, not stored. A body without
+a type is taken as a CDR delivery (envelopes 2 and 3).
 
 Numbers are kept as written (`JsonNumber`, a `str`): `12.50` stays `12.50`, a 19-digit `callid`
-stays exact, so the normaliser sees the same text a CSV export would hold.
+stays exact, so the normaliser sees the same text a CSV export would hold. A string holding a
+lone UTF-16 surrogate (`"\\ud800"`), which is valid JSON but no Unicode text, is refused like
+invalid UTF-8: it could not be stored, hashed or written to a CSV.
 """
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from cdr_pipeline.schema import DIRECTIONS, SOURCE_FIELDS
 
-ENDED_EVENT_TYPES: frozenset[str] = frozenset(f"v2.call.{d}.ended" for d in DIRECTIONS)
+# Event types carrying a final CDR: Callr's v2 names and the older ones (docs.callr.com/webhooks).
+ENDED_EVENT_TYPES: frozenset[str] = frozenset(
+    [*(f"v2.call.{d}.ended" for d in DIRECTIONS), *(f"call.{d}_hangup" for d in DIRECTIONS)]
+)
+_TYPE_DIRECTION = re.compile(r"(?:v2\.)?call\.(inbound|outbound)[._][a-z]+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _TYPE_KEYS = ("type", "event", "event_type", "eventType")
 _ID_KEYS = ("id", "event_id", "eventId")
 _CDR_KEYS = ("data", "payload", "cdr")
@@ -80,26 +91,44 @@ def parse_json(body: bytes, *, max_depth: int) -> Any:
         ) from None
     except ValueError as error:
         raise PayloadError(400, f"body is not valid JSON: {error}") from None
-    if _depth(document) > max_depth:
-        raise PayloadError(400, f"JSON nested deeper than {max_depth} levels")
+    # Lone surrogates can only come from `\\uD8xx`-`\\uDFxx` escapes in the (valid UTF-8) text.
+    surrogates = "\\u" in text and re.search(r"\\u[dD][89a-fA-F]", text) is not None
+    _check_tree(document, max_depth, surrogates=surrogates)
     return document
 
 
-def _depth(document: Any) -> int:
-    """Nesting depth of containers (a scalar is 0, `{}` is 1), without recursion."""
-    deepest = 0
-    stack = [(document, 1)]
+def _check_tree(document: Any, max_depth: int, *, surrogates: bool) -> None:
+    """Refuse (400) nesting deeper than `max_depth` and, if `surrogates`, strings holding a lone
+    surrogate; without recursion (a scalar is depth 0, `{}` is 1)."""
+    stack: list[tuple[Any, int, str]] = [(document, 1, "")]
     while stack:
-        value, level = stack.pop()
+        value, level, path = stack.pop()
         if isinstance(value, dict):
-            children = value.values()
+            items: Iterable[tuple[Any, Any]] = value.items()
         elif isinstance(value, list):
-            children = value
+            items = enumerate(value)
         else:
+            if surrogates and isinstance(value, str) and _LONE_SURROGATE.search(value):
+                _refuse_surrogate(value, path)
             continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in children)
-    return deepest
+        if level > max_depth:
+            raise PayloadError(400, f"JSON nested deeper than {max_depth} levels")
+        for key, child in items:
+            if surrogates and isinstance(key, str) and _LONE_SURROGATE.search(key):
+                _refuse_surrogate(key, path)
+            # Paths are only spelled out when a surrogate may need naming.
+            stack.append((child, level + 1, f"{path}.{key}".lstrip(".") if surrogates else ""))
+
+
+def _refuse_surrogate(text: str, path: str) -> None:
+    found = _LONE_SURROGATE.search(text)
+    code = ord(found.group()) if found else 0
+    where = f"at `{path[:80]}`" if path else "in the body"
+    raise PayloadError(
+        400,
+        f"a JSON string {where} holds a lone surrogate (\\u{code:04x}), which is not Unicode "
+        "text: send UTF-8, or escape characters as surrogate pairs",
+    )
 
 
 def field_key(name: str) -> str:
@@ -219,9 +248,8 @@ def _kind(value: Any) -> str:
 
 
 def direction_of(event_type: str | None) -> str | None:
-    """`inbound` / `outbound` from a `v2.call.<direction>.<phase>` event type, else None."""
-    if event_type:
-        parts = event_type.lower().split(".")
-        if len(parts) == 4 and parts[2] in DIRECTIONS:
-            return parts[2]
+    """`inbound` / `outbound` from a `v2.call.<direction>.<phase>` or `call.<direction>_<phase>`
+    event type, else None."""
+    if event_type and (found := _TYPE_DIRECTION.fullmatch(event_type.lower())):
+        return found.group(1)
     return None

@@ -13,7 +13,10 @@ survives a killed process and a power cut. Why SQLite rather than fsync'd NDJSON
 - it is in the standard library.
 
 Throughput comes from group commit: request handlers hand records to one writer thread, which
-stores everything queued in one transaction and one fsync, then wakes every waiting handler.
+stores everything queued in one transaction and one fsync, then wakes every waiting handler. A
+group that fails is retried record by record, so one record that cannot be stored fails alone.
+The writer remembers its last outcome, and probes the file when asked and idle (`health`): the
+receiver's `/healthz` says whether an event could be stored now.
 
 The receiver is the only writer of this file; it never opens DuckDB (one writer, CONTRACT).
 Landed rows are kept (they are the real-time audit trail); see docs/realtime.md for pruning.
@@ -26,6 +29,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -167,9 +171,23 @@ class LandingStore:
                     outcomes.append(Stored(int(seq), True))
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         return outcomes
+
+    def probe(self) -> None:
+        """Write and fsync a tiny transaction: raises if nothing can be stored now."""
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('last_probe', ?)",
+                (dt.datetime.now(dt.UTC).isoformat(),),
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
 
     def max_seq(self) -> int:
         """The highest `seq` stored (0 when empty)."""
@@ -201,6 +219,20 @@ class LandingStore:
         ]
 
 
+def _rollback(con: sqlite3.Connection) -> None:
+    """Roll back after a failure, keeping the failure the one reported.
+
+    SQLite rolls a transaction back by itself after some errors (SQLITE_FULL, SQLITE_IOERR): a
+    second ROLLBACK would then raise "no transaction is active" and hide the disk error.
+    """
+    if not con.in_transaction:
+        return
+    try:
+        con.execute("ROLLBACK")
+    except sqlite3.Error as error:
+        log.warning("landing store: rollback after a failed write also failed: %s", error)
+
+
 @contextlib.contextmanager
 def open_reader(path: Path) -> Iterator[LandingStore | None]:
     """A read-only view of the landing file, or None when the receiver never wrote one."""
@@ -214,6 +246,14 @@ def open_reader(path: Path) -> Iterator[LandingStore | None]:
         store.close()
 
 
+@dataclass(frozen=True)
+class WriterHealth:
+    """Whether the writer could store an event just now: None, or why not."""
+
+    error: str | None
+    at: float  # time.monotonic() of the outcome
+
+
 class LandingWriter:
     """The receiver's single writer thread, committing queued records in groups.
 
@@ -222,6 +262,7 @@ class LandingWriter:
     """
 
     _STOP = object()
+    _PROBE = object()
 
     def __init__(self, path: Path, *, max_group: int = 512) -> None:
         self.path = path
@@ -230,6 +271,7 @@ class LandingWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._max_group = max_group
         self.groups_committed = 0
+        self._last = WriterHealth(None, time.monotonic())
         self._thread = threading.Thread(target=self._run, name="landing-writer", daemon=True)
         self._thread.start()
 
@@ -239,6 +281,18 @@ class LandingWriter:
             future.set_exception(RuntimeError("the landing writer has stopped"))
             return future
         self._queue.put((record, future))
+        return future
+
+    def health(self, max_age_s: float = 1.0) -> "concurrent.futures.Future[WriterHealth]":
+        """The last write's outcome if younger than `max_age_s`, else a probe's (one small
+        fsync'd write, queued behind the events): at most one probe per `max_age_s`."""
+        future: concurrent.futures.Future[WriterHealth] = concurrent.futures.Future()
+        if not self._thread.is_alive():
+            future.set_result(WriterHealth("the landing writer has stopped", time.monotonic()))
+        elif time.monotonic() - self._last.at < max_age_s:
+            future.set_result(self._last)
+        else:
+            self._queue.put((self._PROBE, future))
         return future
 
     def max_seq(self) -> int:
@@ -264,21 +318,65 @@ class LandingWriter:
             if self._STOP in group:
                 stopping = True
                 group = [item for item in group if item is not self._STOP]
-            if not group:
-                continue
-            records = [record for record, _ in group]
-            try:
-                outcomes = self._store.append(records)
-            except Exception as error:  # report to every waiting handler; keep serving
+            probes = [future for record, future in group if record is self._PROBE]
+            records = [(record, future) for record, future in group if record is not self._PROBE]
+            if records:
+                self._commit(records)
+            if probes:
+                self._probe(probes)
+
+    def _commit(self, group: list) -> None:
+        records = [record for record, _ in group]
+        try:
+            outcomes = self._store.append(records)
+        except Exception as error:
+            self._last = WriterHealth(_describe(error), time.monotonic())
+            if len(group) > 1:
+                # One record that cannot be stored must not fail the others: retry one by one.
+                # (When the disk is full each fails again, at once.)
+                failed = [self._commit_one(item) for item in group].count(False)
                 log.error(
-                    "landing store %s: could not commit %d events: %s",
+                    "landing store %s: a group of %d events failed (%s); one by one, %d failed",
                     self.path,
-                    len(records),
-                    error,
+                    len(group),
+                    _describe(error),
+                    failed,
                 )
-                for _, future in group:
-                    future.set_exception(error)
-                continue
-            self.groups_committed += 1
-            for (_, future), outcome in zip(group, outcomes, strict=True):
-                future.set_result(outcome)
+            else:
+                log.error("landing store %s: could not commit an event: %s", self.path, error)
+                group[0][1].set_exception(error)
+            return
+        self._succeeded()
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            future.set_result(outcome)
+
+    def _commit_one(self, item: tuple) -> bool:
+        record, future = item
+        try:
+            (outcome,) = self._store.append([record])
+        except Exception as error:
+            self._last = WriterHealth(_describe(error), time.monotonic())
+            future.set_exception(error)
+            return False
+        self._succeeded()
+        future.set_result(outcome)
+        return True
+
+    def _probe(self, futures: list) -> None:
+        try:
+            self._store.probe()
+        except Exception as error:
+            self._last = WriterHealth(_describe(error), time.monotonic())
+            log.error("landing store %s: not writable: %s", self.path, error)
+        else:
+            self._succeeded()
+        for future in futures:
+            future.set_result(self._last)
+
+    def _succeeded(self) -> None:
+        self.groups_committed += 1
+        self._last = WriterHealth(None, time.monotonic())
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error)[:200]}"
