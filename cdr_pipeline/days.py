@@ -93,7 +93,9 @@ def fetch_day(
     return LandedDay(day, window, tuple(downloads), rows, time.perf_counter() - started)
 
 
-def type_day(lake: warehouse.Lake, day: dt.date, timezone: str) -> TypedDay:
+def type_day(
+    lake: warehouse.Lake, day: dt.date, timezone: str, naive_timezone: str = "UTC"
+) -> TypedDay:
     """Type the day's raw exports into the Parquet lake (published atomically, see
     `warehouse.publish_partition`); counts read back from the published files."""
     files = [normalize.ExportFile(lake.raw_file(day, d), d) for d in DIRECTIONS]
@@ -101,7 +103,9 @@ def type_day(lake: warehouse.Lake, day: dt.date, timezone: str) -> TypedDay:
     staging.mkdir(parents=True)
     started = time.perf_counter()
     try:
-        plan = normalize.normalize_exports(files, partition_date=day, timezone=timezone)
+        plan = normalize.normalize_exports(
+            files, partition_date=day, timezone=timezone, naive_timezone=naive_timezone
+        )
         stats = normalize.write_normalized(
             plan,
             pl.PartitionBy(
@@ -140,6 +144,7 @@ def land_days(
     client: CallrExportClient | None,
     typing: bool = True,
     concurrency: int = DEFAULT_FETCH_CONCURRENCY,
+    naive_timezone: str = "UTC",
     on_day: Callable[[dt.date, str | None], None] = lambda _day, _error: None,
 ) -> LandingResult:
     """Fetch (when `client` is given) and type (when `typing`) each of `days`.
@@ -158,7 +163,7 @@ def land_days(
             if landed is not None:
                 result.landed[day] = landed.result()
             if typing:
-                result.typed[day] = type_day(lake, day, timezone)
+                result.typed[day] = type_day(lake, day, timezone, naive_timezone)
         except Exception as error:  # one day's failure is reported, not fatal
             result.failures[day] = str(error) or type(error).__name__
             log.warning("%s failed: %s", day, result.failures[day])

@@ -239,6 +239,7 @@ def build_landing_asset(
                 client=client,
                 typing=TYPED_KEY in context.selected_asset_keys,
                 concurrency=callr.fetch_concurrency,
+                naive_timezone=lake.naive_timezone,
             )
         context.log.info(
             f"{len(result.typed) or len(result.landed)} of {len(days)} day(s) landed"

@@ -87,6 +87,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 data_dir=str(settings.data_dir),
                 warehouse_path=str(settings.warehouse),
                 timezone=settings.timezone,
+                naive_timezone=settings.naive_timezone,
                 ner_causes=list(settings.ner_causes),
             ),
         },

@@ -59,7 +59,13 @@ def build_realtime_definitions(settings: Settings) -> dg.Definitions:
         context: dg.AssetExecutionContext, lake: WarehouseResource
     ) -> dg.MaterializeResult:
         with lake.connect() as con:
-            result = realtime.load_landed_events(con, store_path, lake.lake, timezone=lake.timezone)
+            result = realtime.load_landed_events(
+                con,
+                store_path,
+                lake.lake,
+                timezone=lake.timezone,
+                naive_timezone=lake.naive_timezone,
+            )
             # The days the upsert changed: their marts are recomputed now, like after a load.
             refreshed = marts.refresh_pending(con, lake.mart_settings())
         load = result.load

@@ -63,6 +63,10 @@ class WarehouseResource(dg.ConfigurableResource):
     data_dir: str
     warehouse_path: str
     timezone: str = DEFAULT_TIMEZONE
+    naive_timezone: str = Field(
+        default=DEFAULT_TIMEZONE,
+        description="The zone timestamps without an offset are read in (CDR_NAIVE_TIMEZONE)",
+    )
     ner_causes: list[int] = Field(
         default=list(DEFAULT_NER_CAUSES),
         description="Q.850 codes that count as effective for NER (CDR_NER_CAUSES)",
