@@ -72,8 +72,8 @@ SELECT
         AS duration_billed_s,
     ((h >> 32) % 5000 / 10000)::DECIMAL(18, 6) AS billing_debit,
     0::DECIMAL(18, 6) AS billing_credit,
-    (['France - Mobile', 'France - Fixed', 'Germany - Mobile', 'Spain - Fixed'])[(1 + h % 4)::BIGINT]
-        AS billing_destination_label,
+    (['France - Mobile', 'France - Fixed', 'Germany - Mobile', 'Spain - Fixed'])
+        [(1 + h % 4)::BIGINT] AS billing_destination_label,
     'postpaid' AS billing_payment_type,
     CASE WHEN h % 10 < 6 THEN 16 WHEN h % 10 < 8 THEN 17 ELSE 19 END::SMALLINT AS hangup_cause,
     CASE WHEN h % 10 < 6 THEN 'Normal call clearing' WHEN h % 10 < 8 THEN 'User busy'
