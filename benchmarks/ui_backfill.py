@@ -26,9 +26,8 @@ from cdr_pipeline.callr.simulator import SimulatorServer
 from cdr_pipeline_tests.dagster_processes import DagsterDev, make_dagster_home
 from cdr_pipeline_tests.test_dagster_ui import (
     BACKFILL_STATUS,
-    DAILY_ASSETS,
-    LAUNCH_BACKFILL,
     RUN_LOGS,
+    launch_backfill,
     wait_for_backfill,
 )
 
@@ -54,20 +53,10 @@ def main() -> None:
         }
         with DagsterDev(make_dagster_home(tmp / "home"), env, tmp / "dagster_dev.log") as dev:
             started = time.monotonic()
-            launched = dev.graphql(
-                LAUNCH_BACKFILL,
-                {
-                    "backfillParams": {
-                        "partitionNames": [d.isoformat() for d in days],
-                        "assetSelection": [{"path": [name]} for name in DAILY_ASSETS],
-                        "fromFailure": False,
-                        "tags": [],
-                    }
-                },
-            )["launchPartitionBackfill"]
-            backfill = wait_for_backfill(dev, launched["backfillId"], args.timeout)
+            backfill_id = launch_backfill(dev, days)
+            backfill = wait_for_backfill(dev, backfill_id, args.timeout)
             wall_s = time.monotonic() - started
-            backfill = dev.graphql(BACKFILL_STATUS, {"backfillId": launched["backfillId"]})[
+            backfill = dev.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})[
                 "partitionBackfillOrError"
             ]
             runs = backfill["runs"]

@@ -99,13 +99,7 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
     """`dagster dev` on the project's workspace.yaml and dagster.yaml, against the simulator."""
     tmp = tmp_path_factory.mktemp("dagster_ui")
     with SimulatorServer(api_key=SIMULATOR_KEY) as simulator:
-        env = {
-            "CALLR_BASE_URL": simulator.base_url,
-            "CALLR_API_KEY": SIMULATOR_KEY,
-            "CDR_DATA_DIR": str(tmp / "data"),
-            "CDR_START_DATE": START_DATE.isoformat(),
-            "CDR_TIMEZONE": "UTC",
-        }
+        env = simulator_env(simulator, tmp / "data", START_DATE)
         dev = DagsterDev(make_dagster_home(tmp / "dagster_home"), env, tmp / "dagster_dev.log")
         try:
             dev.start()
@@ -118,6 +112,17 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
         assert status is not None, "dagster dev did not shut down on SIGTERM"
 
 
+def simulator_env(simulator: SimulatorServer, data_dir: Path, start: dt.date) -> dict[str, str]:
+    """The pipeline's settings for Dagster processes: the simulator's API, `data_dir`, UTC."""
+    return {
+        "CALLR_BASE_URL": simulator.base_url,
+        "CALLR_API_KEY": SIMULATOR_KEY,
+        "CDR_DATA_DIR": str(data_dir),
+        "CDR_START_DATE": start.isoformat(),
+        "CDR_TIMEZONE": "UTC",
+    }
+
+
 def expected_calls(simulator: SimulatorServer, days: list[dt.date]) -> set[int]:
     """call ids of every valid call the simulator exports for those days, both directions."""
     options = dataclasses.asdict(simulator.options)
@@ -127,6 +132,35 @@ def expected_calls(simulator: SimulatorServer, days: list[dt.date]) -> set[int]:
         for direction in DIRECTIONS:
             ids |= expected_call_ids(start, end, direction, **options)
     return ids
+
+
+def launch_backfill(dev: DagsterDev, days: list[dt.date]) -> str:
+    """Launch a backfill of the daily assets over `days`, as the UI's dialog does; its id."""
+    launched = dev.graphql(
+        LAUNCH_BACKFILL,
+        {
+            "backfillParams": {
+                "partitionNames": [day.isoformat() for day in days],
+                "assetSelection": [{"path": [name]} for name in DAILY_ASSETS],
+                "fromFailure": False,
+                "tags": [],
+            }
+        },
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def assert_calls_loaded_once(warehouse: Path, expected: set[int]) -> int:
+    """`calls` holds exactly the `expected` call ids, each once; how many rows that is."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT call_id) FROM calls"
+        ).fetchone()
+        loaded = {row[0] for row in con.execute("SELECT call_id FROM calls").fetchall()}
+    assert rows == distinct == len(expected)
+    assert loaded == expected
+    return rows
 
 
 def wait_for_backfill(dev: DagsterDev, backfill_id: str, timeout_s: float) -> dict:
@@ -147,19 +181,8 @@ def wait_for_backfill(dev: DagsterDev, backfill_id: str, timeout_s: float) -> di
 def test_ui_backfill_of_14_days_loads_every_call_once(dagster_ui: DagsterUI) -> None:
     dev = dagster_ui.dev
     started = time.monotonic()
-    launched = dev.graphql(
-        LAUNCH_BACKFILL,
-        {
-            "backfillParams": {
-                "partitionNames": [day.isoformat() for day in BACKFILL_DAYS],
-                "assetSelection": [{"path": [name]} for name in DAILY_ASSETS],
-                "fromFailure": False,
-                "tags": [],
-            }
-        },
-    )["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill = wait_for_backfill(dev, launched["backfillId"], BACKFILL_TIMEOUT_S)
+    backfill_id = launch_backfill(dev, BACKFILL_DAYS)
+    backfill = wait_for_backfill(dev, backfill_id, BACKFILL_TIMEOUT_S)
     wall_s = time.monotonic() - started
 
     runs = backfill["runs"]
@@ -180,14 +203,7 @@ def test_ui_backfill_of_14_days_loads_every_call_once(dagster_ui: DagsterUI) -> 
 
     # The warehouse holds exactly the simulator's calls for those days, each once.
     expected = expected_calls(dagster_ui.simulator, BACKFILL_DAYS)
-    warehouse = dagster_ui.data_dir / "warehouse.duckdb"
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows, distinct = con.execute(
-            "SELECT count(*), count(DISTINCT call_id) FROM calls"
-        ).fetchone()
-        loaded = {row[0] for row in con.execute("SELECT call_id FROM calls").fetchall()}
-    assert rows == distinct == len(expected)
-    assert loaded == expected
+    rows = assert_calls_loaded_once(dagster_ui.data_dir / "warehouse.duckdb", expected)
 
     run_seconds = [run["endTime"] - run["startTime"] for run in runs]
     observed = {
