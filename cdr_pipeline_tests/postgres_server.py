@@ -39,6 +39,14 @@ def postgres_bin_dir() -> Path:
     pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql package")
 
 
+def server_user() -> pwd.struct_passwd:
+    """Debian's `postgres` system user, which runs the server when we are root."""
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.fail("no `postgres` user to run PostgreSQL as: install Debian's postgresql package")
+
+
 class PostgresServer:
     """One PostgreSQL cluster on a free 127.0.0.1 port (see `running_postgres`)."""
 
@@ -50,7 +58,7 @@ class PostgresServer:
         self.folder = Path(tempfile.mkdtemp(prefix="cdr-postgres-"))
         self.data_dir = self.folder / "cluster"
         self.log_path = self.folder / "server.log"
-        self._user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+        self._user = server_user() if os.geteuid() == 0 else None
 
     def _run(self, *args: str) -> None:
         """Run a server binary, as `postgres` when we are root."""
