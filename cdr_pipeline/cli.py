@@ -6,9 +6,11 @@ import datetime as dt
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from cdr_pipeline.config import ConfigError, Settings, check_timezone
+from cdr_pipeline.dayranges import days_between
 
 log = logging.getLogger("cdr_pipeline")
 
@@ -47,6 +49,27 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--end", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
     backfill.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
     backfill.set_defaults(command=cmd_backfill)
+
+    rebuild = sub.add_parser(
+        "rebuild-marts",
+        help="recompute every mart from calls (after changing CDR_TIMEZONE or CDR_NER_CAUSES)",
+    )
+    rebuild.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
+    rebuild.set_defaults(command=cmd_rebuild_marts)
+
+    report = sub.add_parser(
+        "report", help="render the HTML report of a day, or of every day of a range"
+    )
+    report.add_argument("--day", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
+    report.add_argument(
+        "--end", type=dt.date.fromisoformat, metavar="YYYY-MM-DD", help="last day of a range"
+    )
+    report.set_defaults(command=cmd_report)
+
+    audit = sub.add_parser(
+        "audit", help="check that every call_id is stored once in the whole calls table"
+    )
+    audit.set_defaults(command=cmd_audit)
 
     sql = sub.add_parser("sql", help="run one read-only SQL query against the warehouse")
     sql.add_argument("query", help='e.g. "SELECT * FROM daily_kpis ORDER BY call_date"')
@@ -176,7 +199,6 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from cdr_pipeline.defs import runner
 
     if args.end < args.start:
         raise ConfigError(f"--end {args.end} is before --start {args.start}")
@@ -191,16 +213,74 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             f"--start {args.start} is before CDR_START_DATE {settings.start_date}: "
             "set CDR_START_DATE earlier to backfill those days"
         )
-    return _run_days(settings, runner.days_between(args.start, args.end), args.verbose)
+    return _run_days(settings, days_between(args.start, args.end), args.verbose)
+
+
+def cmd_rebuild_marts(args: argparse.Namespace) -> int:
+    from cdr_pipeline.defs import runner
+    from cdr_pipeline.defs.definitions import build_definitions
+
+    settings = _settings_with_warehouse()
+    instance = runner.instance_for(settings.data_dir)
+    started = time.perf_counter()
+    outcome = runner.run_job(
+        build_definitions(settings), "rebuild_marts_job", instance, args.verbose
+    )
+    if outcome.error:
+        print(f"rebuild-marts failed: {outcome.error}", file=sys.stderr)
+        return 1
+    print(
+        f"Marts recomputed with CDR_TIMEZONE={settings.timezone}, CDR_NER_CAUSES="
+        f"{','.join(str(c) for c in settings.ner_causes)} in {time.perf_counter() - started:.1f} s "
+        f"(run {outcome.run_id[:8]})"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cdr_pipeline import report
+    from cdr_pipeline.defs import runner
+    from cdr_pipeline.defs.definitions import build_definitions
+
+    settings = _settings_with_warehouse()
+    days = days_between(args.day, args.end or args.day)
+    if not days:
+        raise ConfigError(f"--end {args.end} is before --day {args.day}")
+    instance = runner.instance_for(settings.data_dir)
+    outcome = runner.run_reports(build_definitions(settings), days, instance)
+    if outcome.error:
+        print(f"report failed: {outcome.error}", file=sys.stderr)
+        return 1
+    folder = report.reports_dir(settings.data_dir)
+    for day in days:
+        print(report.report_path(folder, day))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from cdr_pipeline import warehouse
+
+    settings = _settings_with_warehouse()
+    with warehouse.connect(settings.warehouse, read_only=True, lock_wait_s=60) as con:
+        duplicates, examples = warehouse.duplicate_call_ids(con)
+        rows = warehouse.table_rows(con)
+    if duplicates:
+        print(
+            f"{duplicates} call_id(s) stored more than once among ~{rows:,} calls, e.g. "
+            f"{', '.join(str(e) for e in examples)}: re-load their days to keep one copy",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"every call_id is stored once (~{rows:,} calls)")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from cdr_pipeline.callr.simulator import SimulatorServer
-    from cdr_pipeline.defs import runner
 
     settings = Settings.from_env()
     today = dt.datetime.now(check_timezone(settings.timezone)).date()
-    days = runner.days_between(today - dt.timedelta(days=args.days), today - dt.timedelta(days=1))
+    days = days_between(today - dt.timedelta(days=args.days), today - dt.timedelta(days=1))
     settings = dataclasses.replace(settings, start_date=min(settings.start_date, days[0]))
     with SimulatorServer() as simulator:
         os.environ["CALLR_BASE_URL"] = simulator.base_url
@@ -220,33 +300,50 @@ def _run_days(settings: Settings, days: list[dt.date], verbose: bool) -> int:
     defs = build_definitions(settings)
     instance = runner.instance_for(settings.data_dir)
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
-    reference = runner.run_reference_tables(defs, instance)
-    if not reference.success:
-        print(f"q850_causes failed: {reference.error}", file=sys.stderr)
-        return 1
+    if not runner.reference_tables_current(settings.warehouse):
+        reference = runner.run_reference_tables(defs, instance)
+        if reference.error:
+            print(f"q850_causes failed: {reference.error}", file=sys.stderr)
+            return 1
     total = len(days)
-    done: list[runner.PartitionOutcome] = []
+    loaded: set[dt.date] = set()
+    failed: dict[dt.date, str] = {}
 
-    def progress(outcome: runner.PartitionOutcome) -> None:
-        done.append(outcome)
+    def progress(outcome: runner.RangeOutcome) -> None:
+        span = f"{outcome.first}" if outcome.days == 1 else f"{outcome.first}..{outcome.last}"
+        ok_days = outcome.days - len(outcome.failed_days) if outcome.error is None else 0
         state = "ok" if outcome.success else "FAILED"
+        for day in days_between(outcome.first, outcome.last):
+            if outcome.error is None and day not in outcome.failed_days:
+                loaded.add(day)
+                failed.pop(day, None)
+            else:
+                failed.setdefault(day, outcome.failed_days.get(day) or outcome.error or "")
         print(
-            f"[{len(done)}/{total}] {outcome.day}  {state:6}  {outcome.seconds:5.1f} s  "
-            f"run {outcome.run_id[:8]}",
+            f"[{len(loaded)}/{total}] {span}  {state:6}  {ok_days}/{outcome.days} days  "
+            f"{outcome.seconds:5.1f} s  run {outcome.run_id[:8]}",
             flush=True,
         )
+        for day, reason in sorted(outcome.failed_days.items()):
+            print(f"        {day}: {reason}", flush=True)
         if outcome.error:
             print(f"        {outcome.error}", flush=True)
 
-    outcomes = runner.run_partitions(defs, days, instance, progress, verbose=verbose)
-    failed = [o for o in outcomes if not o.success]
+    runner.run_ranges(
+        defs,
+        days,
+        instance,
+        days_per_run=settings.days_per_run,
+        on_done=progress,
+        verbose=verbose,
+    )
     if failed:
         print(
-            f"{len(failed)} of {total} days failed: " + ", ".join(str(o.day) for o in failed),
+            f"{len(failed)} of {total} days failed: " + ", ".join(str(d) for d in sorted(failed)),
             file=sys.stderr,
         )
-        for outcome in failed:
-            print(f"  {outcome.day}: {outcome.error}", file=sys.stderr)
+        for day, reason in sorted(failed.items()):
+            print(f"  {day}: {reason}", file=sys.stderr)
         return 1
     print(f"{total} days loaded into {settings.warehouse}")
     return 0

@@ -12,6 +12,8 @@ DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_LATE_DAYS = 2
+DEFAULT_DAYS_PER_RUN = 31  # days a backfill run loads (BackfillPolicy.multi_run)
+DEFAULT_FETCH_CONCURRENCY = 4  # days of a run downloading at once (each: both directions)
 # ITU-T E.425 NER: calls ended by user behaviour count as effective (Q.850 17, 18, 19, 21).
 DEFAULT_NER_CAUSES = (17, 18, 19, 21)
 DEFAULT_ALERT_VOLUME_CHANGE = 0.3  # relative change of a day's calls vs the same weekday before
@@ -41,6 +43,8 @@ class Settings:
     start_date: dt.date
     timezone: str
     late_days: int = DEFAULT_LATE_DAYS
+    days_per_run: int = DEFAULT_DAYS_PER_RUN
+    fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY
     account_sid: str | None = None  # set to authenticate with HTTP Basic (SID, key)
     ner_causes: tuple[int, ...] = DEFAULT_NER_CAUSES
     alert_volume_change: float = DEFAULT_ALERT_VOLUME_CHANGE
@@ -71,8 +75,14 @@ class Settings:
         late_raw = env.get("CDR_LATE_DAYS") or str(DEFAULT_LATE_DAYS)
         if not late_raw.isdigit():
             raise ConfigError(f"CDR_LATE_DAYS must be a whole number of days, got {late_raw!r}")
+        days_per_run = _parse_count(env, "CDR_DAYS_PER_RUN", DEFAULT_DAYS_PER_RUN)
+        fetch_concurrency = _parse_count(env, "CDR_FETCH_CONCURRENCY", DEFAULT_FETCH_CONCURRENCY)
+        if not days_per_run or not fetch_concurrency:
+            raise ConfigError("CDR_DAYS_PER_RUN and CDR_FETCH_CONCURRENCY must be at least 1")
         return cls(
             late_days=int(late_raw),
+            days_per_run=days_per_run,
+            fetch_concurrency=fetch_concurrency,
             account_sid=env.get("CALLR_ACCOUNT_SID") or None,
             base_url=(env.get("CALLR_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
             data_dir=data_dir,

@@ -4,7 +4,7 @@ The lake is a contract (README, "Reading the lake from other engines"): `parquet
 `parquet/call_rejects` under the data directory, Hive-partitioned by `call_date`. A call in
 progress at midnight is exported by both days, so it is in two files of its `call_date=` folder;
 each engine gets a `*_files` table over the files as they are and a `calls` view holding each
-call once, chosen as the warehouse's load chooses among export rows (`warehouse._RANK`): the
+call once, chosen as the warehouse's load chooses among export rows (`merge.RANK`): the
 file of the call's own day (`part-<call_date>.parquet`) first, then the latest day's file.
 
 Columns and types come from `cdr_pipeline.schema`, like the DuckDB DDL; the README shows this

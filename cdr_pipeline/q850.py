@@ -20,6 +20,8 @@ available (48-63), service or option not implemented (64-79), invalid message (8
 error (96-111) and interworking (112-127).
 """
 
+import hashlib
+
 import polars as pl
 
 UNKNOWN_CAUSE_NAME = "Unknown cause (not defined by Q.850)"
@@ -118,6 +120,11 @@ Q850_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def q850_rows() -> list[tuple[int, str, str]]:
+    """The table's rows, (code, name, class), ordered by code."""
+    return [(code, Q850_CAUSES[code], cause_class(code)) for code in sorted(Q850_CAUSES)]
+
+
 def cause_class(code: int) -> str:
     """The Q.850 class of a cause value, from its class bits.
 
@@ -143,15 +150,12 @@ def q850_frame() -> pl.DataFrame:
     Returns:
         A frame with columns `cause_code` (Int16), `cause_name`, `cause_class`.
     """
-    codes = sorted(Q850_CAUSES)
-    return pl.DataFrame(
-        {
-            "cause_code": codes,
-            "cause_name": [Q850_CAUSES[c] for c in codes],
-            "cause_class": [cause_class(c) for c in codes],
-        },
-        schema=Q850_SCHEMA,
-    )
+    return pl.DataFrame(q850_rows(), schema=Q850_SCHEMA, orient="row")
+
+
+# A fingerprint of the table's content: the code version of the `q850_causes` asset, so the
+# table is materialised again only when this module changes it.
+TABLE_VERSION = hashlib.sha256(repr(q850_rows()).encode()).hexdigest()[:16]
 
 
 def cause_class_expr(code: pl.Expr) -> pl.Expr:

@@ -275,6 +275,7 @@ def load_landed_events(
             rejects_files,
             landing_store_id=store_id,
             through_seq=batch.through_seq,
+            timezone=timezone,
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -22,7 +22,9 @@ not by the order the loads ran in, which is what makes loads idempotent in any o
 
 A partition's load is one transaction: it removes the rows it loaded before that its export no
 longer holds (restoring them from another partition's Parquet if one also carries them), merges
-its calls by `call_id` under that rank, and replaces its `call_rejects`.
+its calls by `call_id` under that rank, and replaces its `call_rejects`. It reads only the few
+call dates its calls can be stored on (`merge` states the invariant), and leaves the days whose
+marts it changed on the marts' pending list (`marts.refresh_pending` computes them).
 
 Real-time rows (webhook / push, see `upsert_realtime`) only ever add or replace: a batch of landed
 events is merged under the same rank (so an export row is never replaced by a real-time one,
@@ -42,7 +44,8 @@ from pathlib import Path
 
 import duckdb
 
-from cdr_pipeline import marts
+from cdr_pipeline import marts, merge, q850
+from cdr_pipeline.db import TableReads, count, date_literal, first_row, scalar, transaction
 from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS, ddl
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 CALLS_TABLE = "calls"
 REJECTS_TABLE = "call_rejects"
 Q850_TABLE = "q850_causes"
+LOADS_TABLE = "partition_loads"  # one row per daily partition loaded: when, and what it held
 # DuckDB's buffer pool may grow to 80 % of RAM by default, and a day's load (millions of rows
 # streamed from Parquet into `calls`) would use much of it: a writer gets a bound instead, and
 # DuckDB spills past it. Measured at 5M rows: peak 0.84 GB -> 0.52 GB, same load time.
@@ -194,7 +198,12 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         f"CREATE TABLE IF NOT EXISTS {Q850_TABLE} (cause_code SMALLINT PRIMARY KEY, "
         "cause_name VARCHAR NOT NULL, cause_class VARCHAR NOT NULL)"
     )
-    marts.ensure_marts(con)  # daily_kpis and the other KPI views over calls
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {LOADS_TABLE} (partition DATE PRIMARY KEY, "
+        "loaded_at TIMESTAMPTZ NOT NULL, incoming_calls BIGINT NOT NULL, "
+        "calls_written BIGINT NOT NULL, rejects BIGINT NOT NULL)"
+    )
+    marts.ensure_marts(con)  # daily_kpis and the other KPI tables, computed from calls
 
 
 @dataclass(frozen=True)
@@ -207,37 +216,16 @@ class LoadStats:
     calls_removed: int  # rows this partition loaded before and its export no longer holds
     calls_restored: int  # of those, rows restored from another partition's Parquet
     rejects: int
-    table_rows: int
-
-
-_CALL_NAMES = ", ".join(c.name for c in CALL_COLUMNS)
-# Higher wins; see the module docstring. Compared as a row value, lexicographically.
-_RANK = (
-    "(({t}.source = 'export')::INT, ({t}.load_partition = {t}.call_date)::INT, {t}.load_partition)"
-)
-
-
-@contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection, *temp_tables: str) -> Iterator[None]:
-    """One DuckDB transaction: committed if the block succeeds, else rolled back; the block's
-    temporary tables are dropped either way."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        for table in temp_tables:
-            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    partition_calls: int  # calls whose call_date is the partition's day, after the load
+    window: merge.Window | None  # the call dates the load read and wrote
+    calls_read: TableReads  # row groups of `calls` the load read, of all it has
 
 
 def _append_rejects(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
     """Insert rejects from Parquet files into `call_rejects`; how many rows they held."""
     if not files:
         return 0
-    return _count(
+    return count(
         con,
         f"INSERT INTO {REJECTS_TABLE} BY NAME "
         "SELECT * FROM read_parquet(?, hive_partitioning = false)",
@@ -250,104 +238,112 @@ def load_partition(
     lake: Lake,
     partition: dt.date,
     *,
+    timezone: str,
     source: str = "export",
 ) -> LoadStats:
     """Load a partition's published Parquet into `calls` and `call_rejects`, in one transaction.
 
-    The Parquet files are read by each statement that needs them, never copied into a temporary
-    table: memory stays bounded on days of millions of calls, and DuckDB reads only the
-    columns a statement uses (the call ids, to find what to remove; every column, to insert).
+    The partition's rows replace what it loaded before (see `merge.merge` for the rank and the
+    window it reads); the calls it loaded before and its export no longer holds are removed, and
+    restored from another partition's Parquet if one carries them; its rejects are replaced.
+    The days whose marts change are left on the marts' pending list. The Parquet files are read
+    by each statement that needs them, never copied whole into memory.
     """
     ensure_schema(con)
     files = [str(p) for p in lake.calls_files(partition)]
     rejects_file = lake.rejects_file(partition)
-    day = partition.isoformat()
-    # The incoming rows, as they will be stored (see `_RANK` for `load_partition`).
-    incoming_rows = (
-        f"(SELECT {_CALL_NAMES}, ?::DATE AS load_partition "
+    day = date_literal(partition)
+    relation = (
+        f"(SELECT {merge.CALL_NAMES}, {day} AS load_partition "
         "FROM read_parquet(?, hive_partitioning = false)) i"
     )
-    with _transaction(con, "orphaned"):
-        incoming = 0
+    owned = f"c.load_partition = {day} AND c.source = '{source}'"
+    with transaction(con, "matched", "orphaned"):
         if files:
-            incoming = _count(
-                con, "SELECT count(*) FROM read_parquet(?, hive_partitioning = false)", [files]
-            )
-        # Calls this partition stored before and no longer brings (none on a first load: then
-        # the incoming ids are not even read).
-        stored = _count(
-            con,
-            "SELECT count(*) FROM (SELECT 1 FROM calls WHERE load_partition = ?::DATE "
-            "AND source = ? LIMIT 1)",
-            [day, source],
-        )
-        if files and stored:
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE orphaned AS SELECT call_id FROM calls "
-                "WHERE load_partition = ?::DATE AND source = ? AND call_id NOT IN "
-                "(SELECT call_id FROM read_parquet(?, hive_partitioning = false))",
-                [day, source, files],
-            )
+            incoming = merge.describe_incoming(con, relation, [files], timezone)
         else:
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE orphaned AS SELECT call_id FROM calls "
-                "WHERE load_partition = ?::DATE AND source = ?",
-                [day, source],
-            )
-        removed = _count(con, "SELECT count(*) FROM orphaned")
-        if removed:
-            con.execute("DELETE FROM calls WHERE call_id IN (SELECT call_id FROM orphaned)")
-        written = 0
-        if files:
-            # Make room: remove the stored rows that an incoming row outranks or equals (a
-            # re-load). What stays under an incoming call_id outranks it, so the insert skips it.
-            con.execute(
-                f"DELETE FROM calls c USING {incoming_rows} "
-                f"WHERE c.call_id = i.call_id AND {_RANK.format(t='i')} >= {_RANK.format(t='c')}",
-                [day, files],
-            )
-            written = _count(
-                con,
-                f"INSERT INTO calls BY NAME SELECT i.* FROM {incoming_rows} "
-                "WHERE NOT EXISTS (SELECT 1 FROM calls c WHERE c.call_id = i.call_id)",
-                [day, files],
-            )
-        restored = _restore_orphans(con, lake, partition) if removed else 0
-        con.execute(
-            "DELETE FROM call_rejects WHERE call_date = ?::DATE AND source = ?", [day, source]
+            incoming = merge.Incoming("(SELECT * FROM calls LIMIT 0) i", [], 0, None, 0)
+        previous = _owned_window(con, owned)
+        result = merge.merge(
+            con,
+            incoming,
+            timezone=timezone,
+            replace_when=f"{merge.RANK.format(t='i')} >= {merge.RANK.format(t='c')}",
+            orphans=owned,
+            window=previous,
         )
+        restored = (
+            _restore_orphans(con, lake, partition, result.window, timezone)
+            if result.removed and result.window
+            else 0
+        )
+        con.execute(f"DELETE FROM {REJECTS_TABLE} WHERE call_date = {day} AND source = ?", [source])
         rejects = _append_rejects(con, [rejects_file] if rejects_file.exists() else [])
-        table_rows = _count(con, "SELECT count(*) FROM calls")
+        partition_calls = count(con, f"SELECT count(*) FROM {CALLS_TABLE} WHERE call_date = {day}")
+        if source == "export":
+            con.execute(
+                f"INSERT OR REPLACE INTO {LOADS_TABLE} VALUES ({day}, now(), ?, ?, ?)",
+                [incoming.rows, result.written, rejects],
+            )
     return LoadStats(
-        incoming_calls=incoming,
-        calls_written=written,
-        calls_kept_elsewhere=incoming - written,
-        calls_removed=removed,
+        incoming_calls=incoming.rows,
+        calls_written=result.written,
+        calls_kept_elsewhere=result.kept,
+        calls_removed=result.removed,
         calls_restored=restored,
         rejects=rejects,
-        table_rows=table_rows,
+        partition_calls=partition_calls,
+        window=result.window,
+        calls_read=result.calls_read,
     )
 
 
-def _restore_orphans(con: duckdb.DuckDBPyConnection, lake: Lake, partition: dt.date) -> int:
-    """Re-insert orphaned calls that another partition's Parquet still carries (rare)."""
-    others = [str(p) for p in lake.calls_dir.glob("call_date=*/part-*.parquet")]
-    others = [p for p in others if not p.endswith(_part_name(partition))]
+def _owned_window(con: duckdb.DuckDBPyConnection, owned: str) -> merge.Window | None:
+    """The call dates of the rows a partition stored before (its rows are contiguous: DuckDB
+    finds them by the row groups' min/max `load_partition`)."""
+    row = first_row(con, f"SELECT min(c.call_date), max(c.call_date) FROM calls c WHERE {owned}")
+    return merge.Window(row[0], row[1]) if row and row[0] is not None else None
+
+
+def _restore_orphans(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    partition: dt.date,
+    window: merge.Window,
+    timezone: str,
+) -> int:
+    """Re-insert orphaned calls that another partition's Parquet still carries (rare): only the
+    files of the call dates in the load's window can hold them."""
+    mine = _part_name(partition)
+    others = [
+        str(path)
+        for day in window.days()
+        for path in sorted((lake.calls_dir / f"call_date={day.isoformat()}").glob("part-*.parquet"))
+        if path.name != mine
+    ]
     if not others:
         return 0
-    before = _count(con, "SELECT count(*) FROM calls")
-    con.execute(
+    restored = count(
+        con,
         f"INSERT INTO calls BY NAME "
-        f"SELECT {_CALL_NAMES}, load_partition FROM ("
+        f"SELECT {merge.CALL_NAMES}, load_partition FROM ("
         f"  SELECT *, regexp_extract(filename, 'part-(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1)::DATE"
         f"    AS load_partition"
         f"  FROM read_parquet(?, hive_partitioning = false, filename = true)"
         f"  WHERE call_id IN (SELECT call_id FROM orphaned)"
         f") o "
-        f"QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {_RANK.format(t='o')} DESC) = 1",
+        f"QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {merge.RANK.format(t='o')} DESC)"
+        " = 1",
         [others],
     )
-    return _count(con, "SELECT count(*) FROM calls") - before
+    marts.mark_pending(
+        con,
+        merge.spanned_days(
+            f"SELECT c.call_date, {merge.end_day('c', timezone)} FROM calls c "
+            f"WHERE {window.sql('c')} AND c.call_id IN (SELECT call_id FROM orphaned)"
+        ),
+    )
+    return restored
 
 
 def replace_q850(con: duckdb.DuckDBPyConnection, frame: object) -> int:
@@ -355,7 +351,7 @@ def replace_q850(con: duckdb.DuckDBPyConnection, frame: object) -> int:
     ensure_schema(con)
     con.register("q850_frame", frame)
     try:
-        with _transaction(con):
+        with transaction(con):
             con.execute(f"DELETE FROM {Q850_TABLE}")
             con.execute(
                 f"INSERT INTO {Q850_TABLE} "
@@ -363,20 +359,50 @@ def replace_q850(con: duckdb.DuckDBPyConnection, frame: object) -> int:
             )
     finally:
         con.unregister("q850_frame")
-    return _count(con, f"SELECT count(*) FROM {Q850_TABLE}")
+    return count(con, f"SELECT count(*) FROM {Q850_TABLE}")
 
 
-def duplicate_call_ids(con: duckdb.DuckDBPyConnection, limit: int = 10) -> tuple[int, list[int]]:
-    """How many call_ids occur more than once in `calls`, and a few of them."""
+def latest_loaded_day(con: duckdb.DuckDBPyConnection) -> list[dt.date]:
+    """The latest daily partition loaded from the export, as a list (empty: none yet)."""
+    exists = count(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [LOADS_TABLE])
+    day = scalar(con, f"SELECT max(partition) FROM {LOADS_TABLE}") if exists else None
+    return [day] if isinstance(day, dt.date) else []
+
+
+def q850_is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether `q850_causes` exists and holds exactly the table `q850` defines."""
+    exists = count(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [Q850_TABLE])
+    if not exists:
+        return False
+    stored = con.execute(
+        f"SELECT cause_code, cause_name, cause_class FROM {Q850_TABLE} ORDER BY cause_code"
+    ).fetchall()
+    return stored == q850.q850_rows()
+
+
+def duplicate_call_ids(
+    con: duckdb.DuckDBPyConnection, window: merge.Window | None = None, limit: int = 10
+) -> tuple[int, list[int]]:
+    """How many call_ids occur more than once in `calls`, and a few of them.
+
+    With a `window`, only among the rows of those call dates (what a load can have touched,
+    see `merge`): the per-load check. Without, the whole table: the audit.
+    """
+    where = f"WHERE {window.sql('c')}" if window else ""
     rows = con.execute(
-        "SELECT call_id FROM calls GROUP BY call_id HAVING count(*) > 1 ORDER BY call_id"
+        f"SELECT c.call_id FROM calls c {where} GROUP BY c.call_id HAVING count(*) > 1 "
+        "ORDER BY c.call_id"
     ).fetchall()
     return len(rows), [r[0] for r in rows[:limit]]
 
 
-def _count(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> int:
-    row = con.execute(sql, params or []).fetchone()
-    return int(row[0]) if row else 0
+def table_rows(con: duckdb.DuckDBPyConnection, table: str = CALLS_TABLE) -> int:
+    """The rows of `table` as DuckDB's catalogue estimates them (no scan)."""
+    return count(
+        con,
+        "SELECT estimated_size FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'",
+        [table],
+    )
 
 
 REALTIME_WATERMARK_TABLE = "realtime_watermark"
@@ -406,14 +432,14 @@ def ensure_realtime_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 def realtime_watermark(con: duckdb.DuckDBPyConnection, landing_store_id: str) -> int:
     """The highest landed `seq` already loaded from that landing store (0 if none)."""
-    exists = _count(
+    exists = count(
         con,
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
         [REALTIME_WATERMARK_TABLE],
     )
     if not exists:
         return 0
-    return _count(
+    return count(
         con,
         f"SELECT coalesce(max(through_seq), 0) FROM {REALTIME_WATERMARK_TABLE} "
         "WHERE landing_store_id = ?",
@@ -429,8 +455,9 @@ class RealtimeLoadStats:
     calls_written: int  # inserted, or replacing an older real-time row
     calls_kept_export: int  # the export already holds the call: its row wins
     rejects: int
-    table_rows: int
+    table_rows: int  # estimated
     through_seq: int
+    window: merge.Window | None  # the call dates the batch read and wrote
 
 
 def upsert_realtime(
@@ -440,35 +467,36 @@ def upsert_realtime(
     *,
     landing_store_id: str,
     through_seq: int,
+    timezone: str,
 ) -> RealtimeLoadStats:
     """Merge typed real-time calls and append their rejects, in one transaction.
 
     Unlike `load_partition`, nothing is removed: a real-time batch is not a day's full truth.
     `calls_files` must hold each `call_id` once (the real-time loader keeps the latest delivery
     of a call). Their `load_partition` is their `call_date`. An incoming row replaces the table's
-    row for its `call_id` unless that row came from the export (`_RANK`); the landing store's
-    watermark becomes `through_seq` in the same transaction, so a batch is loaded exactly once.
+    row for its `call_id` unless that row came from the export (`merge.RANK`); the days it
+    changes go to the marts' pending list; the landing store's watermark becomes `through_seq`
+    in the same transaction, so a batch is loaded exactly once.
     """
     ensure_realtime_schema(con)
-    with _transaction(con, "incoming", "winners"):
+    with transaction(con, "incoming", "matched", "orphaned"):
         if calls_files:
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT {_CALL_NAMES}, "
+                f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT {merge.CALL_NAMES}, "
                 "call_date AS load_partition FROM read_parquet(?, hive_partitioning = false)",
                 [[str(p) for p in calls_files]],
             )
         else:
             con.execute("CREATE OR REPLACE TEMP TABLE incoming AS SELECT * FROM calls LIMIT 0")
-        incoming = _count(con, "SELECT count(*) FROM incoming")
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE winners AS SELECT i.* FROM incoming i "
-            "LEFT JOIN calls c USING (call_id) "
-            "WHERE c.call_id IS NULL OR c.source <> 'export' "
-            f"OR {_RANK.format(t='i')} >= {_RANK.format(t='c')}"
+        incoming = merge.describe_incoming(con, "(SELECT * FROM incoming) i", [], timezone)
+        result = merge.merge(
+            con,
+            incoming,
+            timezone=timezone,
+            replace_when=(
+                f"c.source <> 'export' OR {merge.RANK.format(t='i')} >= {merge.RANK.format(t='c')}"
+            ),
         )
-        written = _count(con, "SELECT count(*) FROM winners")
-        con.execute("DELETE FROM calls WHERE call_id IN (SELECT call_id FROM winners)")
-        con.execute("INSERT INTO calls BY NAME SELECT * FROM winners")
         con.execute(
             f"INSERT INTO {REALTIME_SEEN_TABLE} "
             "SELECT call_id, call_date, direction, source, now(), now() FROM incoming "
@@ -483,14 +511,14 @@ def upsert_realtime(
             "through_seq = excluded.through_seq, loaded_at = excluded.loaded_at",
             [landing_store_id, through_seq],
         )
-        table_rows = _count(con, "SELECT count(*) FROM calls")
     return RealtimeLoadStats(
-        incoming_calls=incoming,
-        calls_written=written,
-        calls_kept_export=incoming - written,
+        incoming_calls=incoming.rows,
+        calls_written=result.written,
+        calls_kept_export=result.kept,
         rejects=rejects,
-        table_rows=table_rows,
+        table_rows=table_rows(con),
         through_seq=through_seq,
+        window=result.window,
     )
 
 

@@ -7,6 +7,7 @@ stopped at once). `DagsterDev` starts `dagster dev` (or another webserver launch
 """
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from cdr_pipeline.callr.simulator import SimulatorServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE_YAML = PROJECT_ROOT / "workspace.yaml"
@@ -38,6 +41,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def simulator_env(simulator: SimulatorServer, data_dir: Path, start: dt.date) -> dict[str, str]:
+    """The pipeline's settings for Dagster processes: the simulator's API, `data_dir`, UTC."""
+    return {
+        "CALLR_BASE_URL": simulator.base_url,
+        "CALLR_API_KEY": simulator.api_key,
+        "CDR_DATA_DIR": str(data_dir),
+        "CDR_START_DATE": start.isoformat(),
+        "CDR_TIMEZONE": "UTC",
+    }
 
 
 def make_dagster_home(path: Path) -> Path:

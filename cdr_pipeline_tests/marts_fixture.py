@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from cdr_pipeline import warehouse
+from cdr_pipeline import marts, warehouse
 from cdr_pipeline.schema import CALL_COLUMNS, CALL_SCHEMA
 
 DAY = dt.date(2026, 3, 2)  # a Monday
@@ -108,14 +108,21 @@ def inbound_day(day: dt.date = DAY) -> list[dict]:
     ]
 
 
-def write_calls(path: Path, rows: list[dict]) -> None:
-    """Create the warehouse schema in the DuckDB file at `path` and insert `rows` into `calls`."""
+DEFAULT_SETTINGS = marts.MartSettings()
+
+
+def write_calls(
+    path: Path, rows: list[dict], settings: marts.MartSettings = DEFAULT_SETTINGS
+) -> None:
+    """Create the warehouse schema in the DuckDB file at `path`, insert `rows` into `calls` and
+    compute the marts of their days with `settings`."""
     frame = pl.DataFrame(rows, schema=CALL_SCHEMA).with_columns(load_partition=pl.col("call_date"))
     with warehouse.connect(path) as con:
         warehouse.ensure_schema(con)
         con.register("fixture_rows", frame)
         con.execute("INSERT INTO calls BY NAME SELECT * FROM fixture_rows")
         con.unregister("fixture_rows")
+        marts.rebuild_marts(con, settings)
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[dict]:
@@ -211,3 +218,4 @@ def write_month(
     with warehouse.connect(path) as con:
         warehouse.ensure_schema(con)
         con.execute(_MONTH_SQL, [last_day, last_day, bad_day, calls_per_day])
+        marts.rebuild_marts(con, marts.MartSettings())

@@ -9,8 +9,9 @@ import pytest
 
 from cdr_pipeline import alerts, warehouse
 from cdr_pipeline.config import Settings
-from cdr_pipeline.defs.analytics import CHECK_NAMES, DAILY_KPIS_KEY, build_analytics_assets
-from cdr_pipeline.defs.resources import WarehouseResource
+from cdr_pipeline.defs.analytics import CHECK_NAMES, DAILY_KPIS_KEY, REPORT_KEY
+from cdr_pipeline.defs.assets import MART_KEYS
+from cdr_pipeline.defs.definitions import DAILY_JOB, build_definitions
 from cdr_pipeline_tests.marts_fixture import DAY, at, call, write_calls
 
 LAST_WEEK = DAY - dt.timedelta(days=7)
@@ -98,7 +99,7 @@ def test_no_calls_on_the_day_is_a_volume_alarm_not_a_ratio_alarm(tmp_path: Path)
 
 
 def run_checks(path: Path, data_dir: Path) -> dg.ExecuteInProcessResult:
-    """Materialise the analytics assets of DAY with their checks, through Dagster."""
+    """Materialise the marts and the report of DAY with their checks, through Dagster."""
     settings = Settings(
         base_url="http://127.0.0.1:9",
         data_dir=data_dir,
@@ -106,16 +107,10 @@ def run_checks(path: Path, data_dir: Path) -> dg.ExecuteInProcessResult:
         start_date=dt.date(2026, 1, 1),
         timezone="UTC",
     )
-    partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC")
-    assets, checks = build_analytics_assets(partitions, settings)
-    return dg.materialize(
-        [*assets, *checks],
+    job = build_definitions(settings).resolve_job_def(DAILY_JOB)
+    return job.execute_in_process(
         partition_key=DAY.isoformat(),
-        resources={
-            "lake": WarehouseResource(
-                data_dir=str(data_dir), warehouse_path=str(path), timezone="UTC"
-            )
-        },
+        asset_selection=[*MART_KEYS, REPORT_KEY],
         raise_on_error=False,
     )
 

@@ -1,5 +1,6 @@
 """The `cdr-pipeline` commands as a user runs them: real processes, real files."""
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def cdr_pipeline(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProce
 def test_demo_loads_days_and_prints_kpis_and_report(tmp_path: Path) -> None:
     result = cdr_pipeline("demo", "--days", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "[2/2]" in result.stdout
+    assert "[2/2]" in result.stdout  # both days in one run
     assert "Daily KPIs" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     report = result.stdout.split("Daily report:", 1)[1].split()[0]
@@ -49,7 +50,7 @@ def test_backfill_names_failed_days_and_exits_non_zero(tmp_path: Path) -> None:
             "backfill", "--start", "2026-11-02", "--end", "2026-11-03", cwd=tmp_path, **env
         )
     assert result.returncode == 1
-    assert "[1/2] 2026-11-02  FAILED" in result.stdout
+    assert "[0/2] 2026-11-02..2026-11-03  FAILED" in result.stdout
     assert "2 of 2 days failed: 2026-11-02, 2026-11-03" in result.stderr
     assert "CALLR_API_KEY was rejected by the Callr API (HTTP 401)" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
@@ -89,3 +90,39 @@ def test_configuration_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert bad_tz.returncode == 2 and "CDR_TIMEZONE" in bad_tz.stderr
     for result in (no_key, bad_tz):
         assert "Traceback" not in result.stderr
+
+
+def test_backfill_in_ranges_loads_every_day_but_the_one_that_fails(tmp_path: Path) -> None:
+    """One run per range of days; a day the API keeps failing costs that day only: the range's
+    other days are loaded by runs of their own, and the failure is named."""
+    days = ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05", "2026-11-06"]
+    with SimulatorServer(api_key=SIMULATOR_KEY) as simulator:
+        simulator.fail_days(dt.date(2026, 11, 4), status=503)
+        env = {
+            "CALLR_BASE_URL": simulator.base_url,
+            "CALLR_API_KEY": SIMULATOR_KEY,
+            "CDR_START_DATE": "2026-11-01",
+            "CDR_DAYS_PER_RUN": "3",
+        }
+        result = cdr_pipeline(
+            "backfill", "--start", days[0], "--end", days[-1], cwd=tmp_path, **env
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    # 2..4 fails on the 4th; 2..3 runs again alone; 5..6 is the second range.
+    assert any("2026-11-02..2026-11-04  FAILED  2/3 days" in line for line in lines), lines
+    assert any("2026-11-02..2026-11-03  ok" in line for line in lines), lines
+    assert any("2026-11-05..2026-11-06  ok" in line for line in lines), lines
+    assert "1 of 5 days failed: 2026-11-04" in result.stderr
+    assert "503" in result.stderr and "Traceback" not in result.stdout + result.stderr
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
+        loaded = {
+            r[0].isoformat()
+            for r in con.execute("SELECT DISTINCT load_partition FROM calls").fetchall()
+        }
+        kpi_days = {
+            r[0].isoformat()
+            for r in con.execute("SELECT DISTINCT call_date FROM daily_kpis").fetchall()
+        }
+    assert loaded == set(days) - {"2026-11-04"}
+    assert set(days) - {"2026-11-04"} <= kpi_days

@@ -22,12 +22,20 @@ from cdr_pipeline.callr.simulator import SimulatorServer, expected_call_ids
 from cdr_pipeline.config import day_window
 from cdr_pipeline.schema import DIRECTIONS
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
-from cdr_pipeline_tests.dagster_processes import PROJECT_ROOT, DagsterDev, make_dagster_home
+from cdr_pipeline_tests.dagster_processes import (
+    PROJECT_ROOT,
+    DagsterDev,
+    make_dagster_home,
+    simulator_env,
+)
 
 pytestmark = pytest.mark.slow
 
 START_DATE = dt.date(2026, 6, 1)
 BACKFILL_DAYS = [START_DATE + dt.timedelta(days=n) for n in range(14)]
+DAYS_PER_RUN = 5  # 14 days: runs of 5, 5 and 4 days
+FAILING_DAYS = [dt.date(2026, 6, 20) + dt.timedelta(days=n) for n in range(5)]
+FAILING_DAY = FAILING_DAYS[2]
 # What the UI's "Materialize all" selects on the daily job's assets (q850_causes and the
 # real-time asset are not daily-partitioned).
 DAILY_ASSETS = (
@@ -72,7 +80,29 @@ query BackfillStatus($backfillId: String!) {
 CALLS_MATERIALIZED = """
 query CallsMaterialized($partition: String!) {
   assetOrError(assetKey: {path: ["calls"]}) {
-    ... on Asset { assetMaterializations(partitions: [$partition], limit: 1) { runId } }
+    ... on Asset {
+      assetMaterializations(partitions: [$partition], limit: 1) {
+        runId
+        partition
+        metadataEntries { label ... on IntMetadataEntry { intValue } }
+      }
+    }
+  }
+}
+"""
+PARTITION_STATUS = """
+query PartitionStatus($asset: [String!]!) {
+  assetNodes(assetKeys: [{path: $asset}]) {
+    assetPartitionStatuses {
+      ... on TimePartitionStatuses { ranges { status startKey endKey } }
+    }
+  }
+}
+"""
+RECENT_RUNS = """
+query RecentRuns {
+  runsOrError(limit: 200) {
+    ... on Runs { results { runId status tags { key value } } }
   }
 }
 """
@@ -100,6 +130,7 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
     tmp = tmp_path_factory.mktemp("dagster_ui")
     with SimulatorServer(api_key=SIMULATOR_KEY) as simulator:
         env = simulator_env(simulator, tmp / "data", START_DATE)
+        env["CDR_DAYS_PER_RUN"] = str(DAYS_PER_RUN)
         dev = DagsterDev(make_dagster_home(tmp / "dagster_home"), env, tmp / "dagster_dev.log")
         try:
             dev.start()
@@ -112,17 +143,6 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
         assert status is not None, "dagster dev did not shut down on SIGTERM"
 
 
-def simulator_env(simulator: SimulatorServer, data_dir: Path, start: dt.date) -> dict[str, str]:
-    """The pipeline's settings for Dagster processes: the simulator's API, `data_dir`, UTC."""
-    return {
-        "CALLR_BASE_URL": simulator.base_url,
-        "CALLR_API_KEY": SIMULATOR_KEY,
-        "CDR_DATA_DIR": str(data_dir),
-        "CDR_START_DATE": start.isoformat(),
-        "CDR_TIMEZONE": "UTC",
-    }
-
-
 def expected_calls(simulator: SimulatorServer, days: list[dt.date]) -> set[int]:
     """call ids of every valid call the simulator exports for those days, both directions."""
     options = dataclasses.asdict(simulator.options)
@@ -132,6 +152,21 @@ def expected_calls(simulator: SimulatorServer, days: list[dt.date]) -> set[int]:
         for direction in DIRECTIONS:
             ids |= expected_call_ids(start, end, direction, **options)
     return ids
+
+
+def wait_for_backfill(dev: DagsterDev, backfill_id: str, timeout_s: float) -> dict:
+    """Poll the backfill until it leaves REQUESTED; its final state."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = dev.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})
+        backfill = answer["partitionBackfillOrError"]
+        assert backfill["__typename"] == "PartitionBackfill", backfill
+        if backfill["status"] != "REQUESTED":
+            return backfill
+        if time.monotonic() > deadline:
+            statuses = [run["status"] for run in backfill["runs"]]
+            raise TimeoutError(f"backfill still running after {timeout_s} s: {statuses}")
+        time.sleep(2)
 
 
 def launch_backfill(dev: DagsterDev, days: list[dt.date]) -> str:
@@ -151,47 +186,57 @@ def launch_backfill(dev: DagsterDev, days: list[dt.date]) -> str:
     return launched["backfillId"]
 
 
-def assert_calls_loaded_once(warehouse: Path, expected: set[int]) -> int:
-    """`calls` holds exactly the `expected` call ids, each once; how many rows that is."""
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        rows, distinct = con.execute(
-            "SELECT count(*), count(DISTINCT call_id) FROM calls"
-        ).fetchone()
-        loaded = {row[0] for row in con.execute("SELECT call_id FROM calls").fetchall()}
-    assert rows == distinct == len(expected)
-    assert loaded == expected
-    return rows
+def tag(run: dict, key: str) -> str | None:
+    return next((t["value"] for t in run["tags"] if t["key"] == key), None)
 
 
-def wait_for_backfill(dev: DagsterDev, backfill_id: str, timeout_s: float) -> dict:
-    """Poll the backfill until it leaves REQUESTED; its final state."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        answer = dev.graphql(BACKFILL_STATUS, {"backfillId": backfill_id})
-        backfill = answer["partitionBackfillOrError"]
-        assert backfill["__typename"] == "PartitionBackfill", backfill
-        if backfill["status"] != "REQUESTED":
-            return backfill
-        if time.monotonic() > deadline:
-            statuses = [run["status"] for run in backfill["runs"]]
-            raise TimeoutError(f"backfill still running after {timeout_s} s: {statuses}")
-        time.sleep(2)
+def run_range(run: dict) -> tuple[str, str]:
+    return tag(run, "dagster/asset_partition_range_start"), tag(
+        run, "dagster/asset_partition_range_end"
+    )
+
+
+def calls_materialization(dev: DagsterDev, day: dt.date) -> dict | None:
+    """The latest materialisation of `calls` for `day`, with its metadata."""
+    answer = dev.graphql(CALLS_MATERIALIZED, {"partition": day.isoformat()})
+    found = answer["assetOrError"].get("assetMaterializations") or []
+    return found[0] if found else None
+
+
+def partition_ranges(dev: DagsterDev, asset: str, status: str) -> set[str]:
+    """The days of `asset` the UI shows with `status` (MATERIALIZED, FAILED, ...)."""
+    nodes = dev.graphql(PARTITION_STATUS, {"asset": [asset]})["assetNodes"]
+    days: set[str] = set()
+    for span in nodes[0]["assetPartitionStatuses"]["ranges"]:
+        if span["status"] == status:
+            first = dt.date.fromisoformat(span["startKey"])
+            last = dt.date.fromisoformat(span["endKey"])
+            days |= {
+                (first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)
+            }
+    return days
 
 
 def test_ui_backfill_of_14_days_loads_every_call_once(dagster_ui: DagsterUI) -> None:
     dev = dagster_ui.dev
     started = time.monotonic()
-    backfill_id = launch_backfill(dev, BACKFILL_DAYS)
-    backfill = wait_for_backfill(dev, backfill_id, BACKFILL_TIMEOUT_S)
+    backfill = wait_for_backfill(dev, launch_backfill(dev, BACKFILL_DAYS), BACKFILL_TIMEOUT_S)
     wall_s = time.monotonic() - started
 
     runs = backfill["runs"]
     assert backfill["status"] == "COMPLETED_SUCCESS", backfill
     assert {run["status"] for run in runs} == {"SUCCESS"}, [(r["runId"], r["status"]) for r in runs]
-    partitions = [
-        next(t["value"] for t in run["tags"] if t["key"] == "dagster/partition") for run in runs
+    # Ranged runs: 5 + 5 + 4 days, each day in exactly one run; then one run for the report
+    # (not daily-partitioned), which renders the latest day loaded.
+    ranged = [run for run in runs if run_range(run)[0] is not None]
+    assert sorted(run_range(run) for run in ranged) == [
+        ("2026-06-01", "2026-06-05"),
+        ("2026-06-06", "2026-06-10"),
+        ("2026-06-11", "2026-06-14"),
     ]
-    assert sorted(partitions) == [day.isoformat() for day in BACKFILL_DAYS]  # one run per day
+    assert len(runs) == len(ranged) + 1
+    report = dagster_ui.data_dir / "reports" / f"cdr-report-{BACKFILL_DAYS[-1]}.html"
+    assert report.is_file()
 
     # No run met a DuckDB lock error: the pool kept the DuckDB steps one at a time.
     for run in runs:
@@ -203,7 +248,21 @@ def test_ui_backfill_of_14_days_loads_every_call_once(dagster_ui: DagsterUI) -> 
 
     # The warehouse holds exactly the simulator's calls for those days, each once.
     expected = expected_calls(dagster_ui.simulator, BACKFILL_DAYS)
-    rows = assert_calls_loaded_once(dagster_ui.data_dir / "warehouse.duckdb", expected)
+    warehouse = dagster_ui.data_dir / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT call_id) FROM calls"
+        ).fetchone()
+        loaded = {row[0] for row in con.execute("SELECT call_id FROM calls").fetchall()}
+        per_day = dict(con.execute("SELECT call_date, count(*) FROM calls GROUP BY ALL").fetchall())
+    assert rows == distinct == len(expected)
+    assert loaded == expected
+    # Each day has its own materialisation of `calls`, with that day's own row count.
+    for day in BACKFILL_DAYS:
+        materialization = calls_materialization(dev, day)
+        assert materialization is not None, day
+        entries = {e["label"]: e.get("intValue") for e in materialization["metadataEntries"]}
+        assert entries["dagster/row_count"] == per_day[day], day
 
     run_seconds = [run["endTime"] - run["startTime"] for run in runs]
     observed = {
@@ -220,6 +279,55 @@ def test_ui_backfill_of_14_days_loads_every_call_once(dagster_ui: DagsterUI) -> 
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "ui_backfill.json").write_text(json.dumps(observed, indent=2) + "\n")
     print(f"UI backfill: {observed}")
+
+
+def test_ui_backfill_with_a_failing_day_loads_the_others_and_names_it(
+    dagster_ui: DagsterUI,
+) -> None:
+    """A day the API keeps failing, in a 5-day run: the run fails naming it (its retries too),
+    then the `split_failed_ranges` sensor runs the range's other days again without it."""
+    dev, simulator = dagster_ui.dev, dagster_ui.simulator
+    simulator.fail_days(FAILING_DAY, status=503)
+    try:
+        backfill = wait_for_backfill(dev, launch_backfill(dev, FAILING_DAYS), BACKFILL_TIMEOUT_S)
+        assert backfill["status"] != "COMPLETED_SUCCESS", backfill
+        others = sorted(d.isoformat() for d in FAILING_DAYS if d != FAILING_DAY)
+        deadline = time.monotonic() + BACKFILL_TIMEOUT_S
+        while True:
+            runs = dev.graphql(RECENT_RUNS)["runsOrError"]["results"]
+            split = [run for run in runs if tag(run, "cdr/split_of")]
+            if split and all(r["status"] in ("SUCCESS", "FAILURE") for r in split):
+                break
+            assert time.monotonic() < deadline, split
+            time.sleep(2)
+    finally:
+        simulator.heal_days()
+    assert sorted(run_range(run) for run in split) == [
+        ("2026-06-20", "2026-06-21"),
+        ("2026-06-23", "2026-06-24"),
+    ]
+    assert {run["status"] for run in split} == {"SUCCESS"}
+    # The failed run named the day and why.
+    failed = [r for r in backfill["runs"] if r["status"] == "FAILURE"]
+    messages = "\n".join(
+        event.get("message", "")
+        for run in failed
+        for event in dev.graphql(RUN_LOGS, {"runId": run["runId"]})["logsForRun"]["events"]
+    )
+    assert f"{FAILING_DAY}: " in messages and "503" in messages
+    # Exactly that day is failed in the UI; the other four are materialised, and loaded.
+    assert FAILING_DAY.isoformat() in partition_ranges(dev, "calls", "FAILED")
+    assert set(others) <= partition_ranges(dev, "calls", "MATERIALIZED")
+    assert FAILING_DAY.isoformat() not in partition_ranges(dev, "raw_cdr_exports", "MATERIALIZED")
+    with duckdb.connect(str(dagster_ui.data_dir / "warehouse.duckdb"), read_only=True) as con:
+        loaded = {
+            r[0].isoformat()
+            for r in con.execute(
+                "SELECT DISTINCT load_partition FROM calls WHERE load_partition >= ?",
+                [FAILING_DAYS[0]],
+            ).fetchall()
+        }
+    assert loaded == set(others)
 
 
 def chromium_path() -> str:

@@ -65,14 +65,31 @@ def test_daily_kpis_inbound_by_hand(db: Path) -> None:
 
 
 def test_ner_cause_codes_are_configurable(db: Path) -> None:
+    only_busy = marts.MartSettings("UTC", (17,))
     with warehouse.connect(db) as con:
-        marts.configure_marts(con, timezone="UTC", ner_causes=[17])
-        assert marts.mart_settings(con) == ("UTC", (17,))
+        marts.rebuild_marts(con, only_busy)
+        assert marts.mart_settings(con) == only_busy
     # Only call 3 (17) joins the 3 answered calls now.
     assert daily(db, "outbound")["ner"] == pytest.approx(4 / 7)
     with warehouse.connect(db) as con:
         warehouse.ensure_schema(con)  # every load runs this: it must keep the configured codes
     assert daily(db, "outbound")["ner"] == pytest.approx(4 / 7)
+
+
+def test_a_settings_change_without_a_rebuild_is_refused_not_mixed(db: Path) -> None:
+    """Marts computed with the default NER codes must not get days computed with others."""
+    with warehouse.connect(db) as con:
+        con.execute("INSERT INTO mart_pending_days VALUES (?)", [DAY])
+        with pytest.raises(marts.MartSettingsError) as refused:
+            marts.refresh_pending(con, marts.MartSettings("UTC", (17,)))
+        assert "CDR_NER_CAUSES=17,18,19,21" in str(refused.value)
+        assert "CDR_NER_CAUSES=17," in str(refused.value)
+        assert "cdr-pipeline rebuild-marts" in str(refused.value)
+        assert marts.pending_days(con) == [DAY]  # nothing was recomputed
+        with pytest.raises(marts.MartSettingsError):
+            marts.refresh_pending(con, marts.MartSettings("Europe/Paris"))
+        assert marts.refresh_pending(con, marts.MartSettings()) == [DAY]  # same settings: fine
+    assert daily(db, "outbound")["ner"] == pytest.approx(6 / 7)
 
 
 def test_answered_call_with_a_ner_cause_counts_once(tmp_path: Path) -> None:
@@ -156,9 +173,12 @@ def test_hourly_traffic_reads_the_hour_in_the_configured_timezone(tmp_path: Path
     path = tmp_path / "w.duckdb"
     # 23:30 UTC on 2 March is 00:30 on 3 March in Paris (UTC+1): the normaliser dates it the 3rd.
     late = at(DAY, "23:30:00")
-    write_calls(path, [call(1, late, late + dt.timedelta(minutes=1), call_date=DAY.replace(day=3))])
+    write_calls(
+        path,
+        [call(1, late, late + dt.timedelta(minutes=1), call_date=DAY.replace(day=3))],
+        marts.MartSettings("Europe/Paris"),
+    )
     with warehouse.connect(path) as con:
-        marts.configure_marts(con, timezone="Europe/Paris", ner_causes=[17, 18, 19, 21])
         rows = query(con, "SELECT call_date, hour FROM hourly_traffic")
     assert rows == [{"call_date": dt.date(2026, 3, 3), "hour": 0}]
 
@@ -225,7 +245,7 @@ def test_scenario_kpis_by_hand(db: Path) -> None:
     ]  # fmt: skip
 
 
-def test_mart_rows_counts_each_view_for_the_day(db: Path) -> None:
+def test_mart_rows_counts_each_mart_for_the_day(db: Path) -> None:
     with warehouse.connect(db, read_only=True) as con:
         counts = marts.mart_rows(con, DAY)
     assert counts == {
@@ -243,12 +263,14 @@ def test_empty_warehouse_has_empty_marts(tmp_path: Path) -> None:
         assert all(n == 0 for n in marts.mart_rows(con, DAY).values())
 
 
-def test_views_have_the_documented_columns_and_types(db: Path) -> None:
+def test_marts_are_tables_with_the_documented_columns_and_types(db: Path) -> None:
     with warehouse.connect(db, read_only=True) as con:
-        for view, columns in marts.MART_COLUMNS.items():
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert set(marts.MART_TABLES) <= tables
+        for mart, columns in marts.MART_COLUMNS.items():
             actual = con.execute(
                 "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
                 "ORDER BY column_index",
-                [view],
+                [mart],
             ).fetchall()
-            assert actual == [(name, sql_type) for name, sql_type, _ in columns], view
+            assert actual == [(name, sql_type) for name, sql_type, _ in columns], mart

@@ -74,14 +74,14 @@ def lake(tmp_path: Path) -> warehouse.Lake:
 def test_load_types_match_the_contract(lake: warehouse.Lake, tmp_path: Path) -> None:
     stage(lake, tmp_path, D1, [call(9007199254740993, D1, debit="0.000001")], rejects=2)
     with warehouse.connect(tmp_path / "w.duckdb") as con:
-        stats = warehouse.load_partition(con, lake, D1)
+        stats = warehouse.load_partition(con, lake, D1, timezone="UTC")
         types = dict(
             con.execute(
                 "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'calls'"
             ).fetchall()
         )
         value = con.execute("SELECT call_id, billing_debit FROM calls").fetchone()
-    assert stats.incoming_calls == 1 and stats.rejects == 2 and stats.table_rows == 1
+    assert stats.incoming_calls == 1 and stats.rejects == 2 and stats.partition_calls == 1
     assert types["call_id"] == "BIGINT"
     assert types["started_at"] == "TIMESTAMP WITH TIME ZONE"
     assert types["billing_debit"] == "DECIMAL(18,6)"
@@ -100,7 +100,7 @@ def test_call_in_two_exports_is_stored_once_in_any_order(
         db = tmp_path / f"w-{'-'.join(d.isoformat() for d in order)}.duckdb"
         with warehouse.connect(db) as con:
             for day in [*order, order[0]]:  # and one re-run
-                warehouse.load_partition(con, lake, day)
+                warehouse.load_partition(con, lake, day, timezone="UTC")
             results.append(table(con))
             assert warehouse.duplicate_call_ids(con) == (0, [])
     assert all(r == results[0] for r in results)
@@ -118,10 +118,10 @@ def test_rerun_replaces_what_the_partition_loaded_before(
 ) -> None:
     stage(lake, tmp_path, D1, [call(1, D1), call(2, D1)], rejects=3)
     with warehouse.connect(tmp_path / "w.duckdb") as con:
-        warehouse.load_partition(con, lake, D1)
+        warehouse.load_partition(con, lake, D1, timezone="UTC")
         # The export changed: call 2 is gone, call 1's billing was finalised, one reject left.
         stage(lake, tmp_path, D1, [call(1, D1, debit="9.25")], rejects=1)
-        stats = warehouse.load_partition(con, lake, D1)
+        stats = warehouse.load_partition(con, lake, D1, timezone="UTC")
         assert table(con, "SELECT call_id, billing_debit FROM calls") == [(1, Decimal("9.25"))]
         assert table(con, "SELECT count(*) FROM call_rejects") == [(1,)]
     assert stats.calls_removed == 1 and stats.calls_restored == 0
@@ -133,10 +133,10 @@ def test_removed_call_is_restored_from_another_partition(
     stage(lake, tmp_path, D1, [call(7, D1, debit="3")])
     stage(lake, tmp_path, D2, [call(7, D1, debit="4")])
     with warehouse.connect(tmp_path / "w.duckdb") as con:
-        warehouse.load_partition(con, lake, D2)
-        warehouse.load_partition(con, lake, D1)
+        warehouse.load_partition(con, lake, D2, timezone="UTC")
+        warehouse.load_partition(con, lake, D1, timezone="UTC")
         stage(lake, tmp_path, D1, [])  # D1's export no longer carries call 7
-        stats = warehouse.load_partition(con, lake, D1)
+        stats = warehouse.load_partition(con, lake, D1, timezone="UTC")
         rows = table(con, "SELECT call_id, billing_debit, load_partition FROM calls")
     assert stats.calls_removed == 1 and stats.calls_restored == 1
     assert rows == [(7, Decimal("4"), D2)]
@@ -145,12 +145,12 @@ def test_removed_call_is_restored_from_another_partition(
 def test_failed_load_leaves_the_previous_state(lake: warehouse.Lake, tmp_path: Path) -> None:
     stage(lake, tmp_path, D1, [call(1, D1)], rejects=1)
     with warehouse.connect(tmp_path / "w.duckdb") as con:
-        warehouse.load_partition(con, lake, D1)
+        warehouse.load_partition(con, lake, D1, timezone="UTC")
         before = (table(con), table(con, "SELECT * FROM call_rejects"))
         stage(lake, tmp_path, D1, [call(1, D1, debit="2"), call(5, D1)], rejects=0)
         lake.rejects_file(D1).write_bytes(b"not parquet")  # fails after calls were merged
         with pytest.raises(duckdb.Error):
-            warehouse.load_partition(con, lake, D1)
+            warehouse.load_partition(con, lake, D1, timezone="UTC")
         after = (table(con), table(con, "SELECT * FROM call_rejects"))
     assert after == before
 

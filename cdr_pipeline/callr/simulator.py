@@ -1043,6 +1043,7 @@ class SimulatorServer:
         self._lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._faults: deque[Fault] = deque()
+        self._failing_days: dict[dt.date, int] = {}
         self._count = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -1069,6 +1070,17 @@ class SimulatorServer:
         """Queue faults; each following request consumes one, in order."""
         with self._lock:
             self._faults.extend(faults)
+
+    def fail_days(self, *days: dt.date, status: int = 503) -> None:
+        """Answer `status` to every export request whose window starts on one of `days` (UTC),
+        until `heal_days`: a day the API keeps failing, whatever the retries."""
+        with self._lock:
+            self._failing_days.update(dict.fromkeys(days, status))
+
+    def heal_days(self) -> None:
+        """Stop failing the days `fail_days` named."""
+        with self._lock:
+            self._failing_days.clear()
 
     @property
     def pending_faults(self) -> int:
@@ -1115,6 +1127,13 @@ class SimulatorServer:
         with self._lock:
             self._count += 1
             self.requests.append(record)
+            if self._failing_days:
+                try:
+                    day = _export_params(record.query)[0].astimezone(dt.UTC).date()
+                except ValueError:
+                    day = None
+                if day in self._failing_days:
+                    return Fault.status(self._failing_days[day], body=f"{day} is unavailable")
             return self._faults.popleft() if self._faults else None
 
     def _authorized(self, headers: Any) -> bool:

@@ -1,23 +1,27 @@
-"""Dagster: the KPI marts, their week-over-week alert checks and the daily HTML report.
+"""Dagster: the week-over-week alert checks on `daily_kpis`, and the daily HTML report.
 
-All daily-partitioned like `calls`: materialising a day refreshes the marts' settings, reports
-the day's rows, checks the day against the same weekday a week before, and renders its report.
+The checks are evaluated by the `warehouse_tables` step right after it refreshes the marts (they
+read the mart tables, in the same DuckDB connection). The report is not daily-partitioned: it is
+rendered for the last day of the run that loads days (a backfill of a year writes one report per
+run, not 365); any other day on demand (`days` in its run config, `cdr-pipeline report --day`).
 """
 
 import datetime as dt
-import warnings
+from collections.abc import Iterable, Iterator, Set
 
 import dagster as dg
-import polars as pl
+import duckdb
+from pydantic import Field
 
-from cdr_pipeline import alerts, marts, report
+from cdr_pipeline import alerts, report, warehouse
 from cdr_pipeline.config import Settings
-from cdr_pipeline.defs.assets import CALLS_KEY, WRITER_POOL, markdown_table
-from cdr_pipeline.defs.resources import WarehouseResource, partition_date
+from cdr_pipeline.defs.assets import MART_KEYS, WRITER_POOL
+from cdr_pipeline.defs.ranges import PARTITION_TAG, RANGE_END_TAG
+from cdr_pipeline.defs.resources import WarehouseResource
 
 DAILY_KPIS_KEY = dg.AssetKey("daily_kpis")
 REPORT_KEY = dg.AssetKey("daily_report")
-ANALYTICS_ASSETS: tuple[str, ...] = (*marts.MART_VIEWS, "daily_report")
+REPORT_ASSETS: tuple[str, ...] = ("daily_report",)
 CHECK_NAMES = {
     "calls": "call_volume_vs_last_week",
     "asr": "asr_vs_last_week",
@@ -25,141 +29,87 @@ CHECK_NAMES = {
 }
 
 
-def build_analytics_assets(
-    partitions_def: dg.PartitionsDefinition, settings: Settings
-) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
-    """The marts, the report and the alert checks, for a daily partitioning and `settings`
-    (NER cause codes and alert thresholds)."""
-    thresholds = alerts.AlertThresholds(
+def thresholds_for(settings: Settings) -> alerts.AlertThresholds:
+    """The alert thresholds the settings ask for."""
+    return alerts.AlertThresholds(
         volume_change=settings.alert_volume_change,
         ratio_drop=settings.alert_ratio_drop,
         min_calls=settings.alert_min_calls,
     )
-    ner_causes = settings.ner_causes
 
-    @dg.multi_asset(
-        name="analytics_marts",
-        partitions_def=partitions_def,
-        group_name="marts",
-        pool=WRITER_POOL,
-        specs=[
-            dg.AssetSpec(
-                view,
-                deps=[CALLS_KEY],
-                kinds={"duckdb"},
-                description=marts.MART_DESCRIPTIONS[view]
-                + " A DuckDB view over `calls`, always current.",
-                metadata={"dagster/column_schema": _schema(view)},
+
+def alert_check_specs(thresholds: alerts.AlertThresholds) -> list[dg.AssetCheckSpec]:
+    """The three week-over-week checks on `daily_kpis` (WARN, non-blocking)."""
+    specs = []
+    for metric, name in CHECK_NAMES.items():
+        limit = (
+            f"moves more than {thresholds.volume_change:.0%} either way"
+            if metric == "calls"
+            else f"drops by more than {thresholds.ratio_drop * 100:g} points"
+        )
+        label = "call volume" if metric == "calls" else metric.upper()
+        specs.append(
+            dg.AssetCheckSpec(
+                name,
+                asset=DAILY_KPIS_KEY,
+                blocking=False,
+                description=f"WARN when a direction's {label} {limit} against the same weekday "
+                "of the week before (CDR-Stats-style alarm), for each day a run loads.",
             )
-            for view in marts.MART_VIEWS
-        ],
-    )
-    def analytics_marts(context: dg.AssetExecutionContext, lake: WarehouseResource):
-        day = partition_date(context)
-        with lake.connect() as con:
-            marts.configure_marts(con, timezone=lake.timezone, ner_causes=ner_causes)
-            counts = marts.mart_rows(con, day)
-            kpis = con.sql(
-                "SELECT * FROM daily_kpis WHERE call_date = ? ORDER BY direction", params=[day]
-            ).pl()
-        context.log.info(f"{day}: " + ", ".join(f"{v} {n} rows" for n, v in counts.items()))
-        for view in marts.MART_VIEWS:
-            metadata: dict[str, object] = {"dagster/row_count": counts[view]}
-            if view == "daily_kpis":
-                metadata |= _kpi_metadata(kpis, ner_causes)
-            yield dg.MaterializeResult(asset_key=view, metadata=metadata)
-
-    @dg.asset(
-        partitions_def=partitions_def,
-        deps=list(marts.MART_VIEWS),
-        group_name="marts",
-        kinds={"html", "matplotlib"},
-        pool=WRITER_POOL,  # reads DuckDB: keep clear of the loads
-        description="The day's self-contained HTML report under CDR_DATA_DIR/reports/: calls per "
-        f"hour, ASR and NER over {report.TREND_DAYS} days, top hangup causes, cost by "
-        "destination, alerts and the KPI table.",
-    )
-    def daily_report(
-        context: dg.AssetExecutionContext, lake: WarehouseResource
-    ) -> dg.MaterializeResult:
-        day = partition_date(context)
-        with lake.connect(read_only=True) as con:
-            data = report.load_report_data(con, day, thresholds)
-        rendered = report.render_report(data)
-        path = report.write_report(
-            rendered.html, report.report_path(report.reports_dir(lake.lake.data_dir), day)
         )
-        context.log.info(f"report for {day}: {path}")
-        return dg.MaterializeResult(
-            metadata={
-                "path": dg.MetadataValue.path(str(path)),
-                "open": dg.MetadataValue.url(path.resolve().as_uri()),
-                "bytes": len(rendered.html.encode()),
-                **{
-                    name: dg.MetadataValue.md(report.markdown_image(png, report.CHART_TITLES[name]))
-                    for name, png in rendered.charts_png.items()
-                },
-            }
-        )
-
-    checks = [_week_over_week_check(metric, partitions_def, thresholds) for metric in CHECK_NAMES]
-    return [analytics_marts, daily_report], checks
+    return specs
 
 
-def _week_over_week_check(
-    metric: str, partitions_def: dg.PartitionsDefinition, thresholds: alerts.AlertThresholds
-) -> dg.AssetChecksDefinition:
-    limit = (
-        f"moves more than {thresholds.volume_change:.0%} either way"
-        if metric == "calls"
-        else f"drops by more than {thresholds.ratio_drop * 100:g} points"
-    )
-    label = "call volume" if metric == "calls" else metric.upper()
+def alert_results(thresholds: alerts.AlertThresholds):
+    """A function evaluating the selected alert checks for a run's days."""
 
-    def week_over_week(
-        context: dg.AssetCheckExecutionContext, lake: WarehouseResource
-    ) -> dg.AssetCheckResult:
-        day = dt.date.fromisoformat(context.partition_key)
-        with lake.connect(read_only=True) as con:
-            comparisons = alerts.compare_with_last_week(con, day, metric, thresholds)
-        return _check_result(comparisons, thresholds.min_calls)
+    def evaluate(
+        con: duckdb.DuckDBPyConnection, days: Iterable[dt.date], selected: Set[dg.AssetCheckKey]
+    ) -> Iterator[dg.AssetCheckResult]:
+        days = sorted(days)
+        for metric, name in CHECK_NAMES.items():
+            if dg.AssetCheckKey(DAILY_KPIS_KEY, name) not in selected:
+                continue
+            comparisons = [
+                c
+                for day in days
+                for c in alerts.compare_with_last_week(con, day, metric, thresholds)
+            ]
+            yield _check_result(name, comparisons, thresholds.min_calls)
 
-    # Partitioned checks are a Dagster "preview" feature (dagster is pinned): each day's check
-    # result belongs to that day's partition, which is what a daily alarm means.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.asset_check(
-            asset=DAILY_KPIS_KEY,
-            name=CHECK_NAMES[metric],
-            blocking=False,
-            partitions_def=partitions_def,
-            pool=WRITER_POOL,
-            description=f"WARN when a direction's {label} {limit} against the same weekday of the "
-            "week before (CDR-Stats-style alarm).",
-        )(week_over_week)
+    return evaluate
 
 
-def _check_result(comparisons: list[alerts.Comparison], min_calls: int) -> dg.AssetCheckResult:
-    """Pass unless a direction breached; metadata: both values, the change and the threshold."""
+def _check_result(
+    name: str, comparisons: list[alerts.Comparison], min_calls: int
+) -> dg.AssetCheckResult:
+    """Pass unless a day and direction breached; metadata: the last day's values, the
+    breaches of every day."""
     breached = [c for c in comparisons if c.breached]
-    first = comparisons[0]
+    last_day = max(c.day for c in comparisons)
+    latest = [c for c in comparisons if c.day == last_day]
+    first = latest[0]
     metadata: dict[str, object] = {
         "day": first.day.isoformat(),
         "baseline_day": first.baseline_day.isoformat(),
         "threshold": first.threshold,
         "min_calls": min_calls,
+        "days_checked": len({c.day for c in comparisons}),
+        "days_breached": ", ".join(sorted({c.day.isoformat() for c in breached})) or "none",
     }
-    for c in comparisons:
+    for c in latest:
         metadata |= {
             f"{c.direction}_value": _number(c.value),
             f"{c.direction}_baseline": _number(c.baseline),
             f"{c.direction}_change": _number(c.change),
         }
     return dg.AssetCheckResult(
+        check_name=name,
+        asset_key=DAILY_KPIS_KEY,
         passed=not breached,
         severity=dg.AssetCheckSeverity.WARN,
         metadata=metadata,
-        description="; ".join(c.describe() for c in breached or comparisons),
+        description="; ".join(f"{c.day}: {c.describe()}" for c in breached or latest),
     )
 
 
@@ -171,22 +121,68 @@ def _number(value: float | None) -> dg.MetadataValue:
     return dg.MetadataValue.float(round(float(value), 6))
 
 
-def _kpi_metadata(kpis: pl.DataFrame, ner_causes: tuple[int, ...]) -> dict[str, object]:
-    """The day's headline KPIs per direction (numbers the UI plots across partitions)."""
-    metadata: dict[str, object] = {"ner_causes": ", ".join(str(c) for c in ner_causes)}
-    for row in kpis.iter_rows(named=True):
-        direction = row["direction"]
-        for name in ("calls", "asr", "ner", "acd_s", "billed_minutes", "peak_concurrent_calls"):
-            metadata[f"{direction}_{name}"] = _number(row[name])
-        metadata[f"{direction}_billing_debit"] = _number(float(row["billing_debit"]))
-    metadata["kpis"] = dg.MetadataValue.md(markdown_table(kpis, "(no calls on this day)"))
-    return metadata
+class ReportConfig(dg.Config):
+    """Which days get their report rendered (default: the last day the run loaded)."""
 
-
-def _schema(view: str) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(name, sql_type, description=text)
-            for name, sql_type, text in marts.MART_COLUMNS[view]
-        ]
+    days: list[str] = Field(
+        default_factory=list,
+        description="ISO dates, e.g. ['2026-11-02']: render these days' reports (on demand)",
     )
+
+
+def report_days(context: dg.AssetExecutionContext, config: ReportConfig) -> list[dt.date]:
+    """The days to render: those asked for; else the last day of the run's range (or its
+    partition); else, in a run of its own, the latest day loaded."""
+    if config.days:
+        return sorted({dt.date.fromisoformat(d) for d in config.days})
+    tags = context.run.tags
+    last = tags.get(RANGE_END_TAG) or tags.get(PARTITION_TAG)
+    return [dt.date.fromisoformat(last)] if last else []
+
+
+def build_report_asset(thresholds: alerts.AlertThresholds) -> dg.AssetsDefinition:
+    """`daily_report`: the HTML report of the last day a run loaded, or of days asked for."""
+
+    @dg.asset(
+        deps=list(MART_KEYS),
+        group_name="marts",
+        kinds={"html"},
+        pool=WRITER_POOL,  # reads DuckDB: keep clear of the loads
+        description="The self-contained HTML report of a day under CDR_DATA_DIR/reports/: calls "
+        f"per hour, ASR and NER over {report.TREND_DAYS} days, top hangup causes, cost by "
+        "destination, alerts and the KPI table. Rendered for the last day a run loads (a "
+        "backfill of a year renders one report per run, not 365); any other day on demand, "
+        "with the run config `days` or `cdr-pipeline report --day`.",
+    )
+    def daily_report(
+        context: dg.AssetExecutionContext, config: ReportConfig, lake: WarehouseResource
+    ) -> dg.MaterializeResult:
+        days = report_days(context, config)
+        with lake.connect(read_only=True) as con:
+            days = days or warehouse.latest_loaded_day(con)
+            data = [report.load_report_data(con, day, thresholds) for day in days]
+        folder = report.reports_dir(lake.lake.data_dir)
+        metadata: dict[str, object] = {"days": ", ".join(d.isoformat() for d in days) or "none"}
+        for day_data in data:
+            rendered = report.render_report(day_data)
+            path = report.write_report(rendered.html, report.report_path(folder, day_data.day))
+            context.log.info(f"report for {day_data.day}: {path}")
+            metadata |= {
+                "day": day_data.day.isoformat(),
+                "path": dg.MetadataValue.path(str(path)),
+                "open": dg.MetadataValue.url(path.resolve().as_uri()),
+                "bytes": len(rendered.html.encode()),
+                **{
+                    name: dg.MetadataValue.md(report.markdown_image(png, report.CHART_TITLES[name]))
+                    for name, png in rendered.charts_png.items()
+                },
+            }
+        return dg.MaterializeResult(metadata=metadata)
+
+    return daily_report
+
+
+def build_alert_parts(settings: Settings):
+    """The alert specs and their evaluation, for the warehouse step."""
+    thresholds = thresholds_for(settings)
+    return alert_check_specs(thresholds), alert_results(thresholds)

@@ -1,28 +1,37 @@
-"""Dagster assets: raw Callr exports → typed Parquet → DuckDB tables, one day per partition.
+"""Dagster assets: raw Callr exports → typed Parquet → DuckDB tables and marts, by day.
 
-Asset bodies only orchestrate: read the partition, call the core, report metadata.
+Every daily asset runs a *range* of days per run (`BackfillPolicy.multi_run`): a backfill of a
+year is a dozen runs, not 365, and the schedule's nightly window is one run. Each day keeps its
+own status and metadata in the UI (`context.add_asset_metadata(..., partition_key=day)`). A day
+that fails does not stop the others: its step records the days that succeeded (their own
+materialisations) and then fails naming the failed days; the runner and the
+`split_failed_ranges` sensor then run the range's other days again without them.
+
+Asset bodies only orchestrate: read the days, call the core (`cdr_pipeline.days`), report.
 """
 
 import datetime as dt
-import shutil
 import time
-import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pyarrow.parquet as pq
 
-from cdr_pipeline import normalize, q850, warehouse
-from cdr_pipeline.config import day_window
-from cdr_pipeline.defs.resources import CallrResource, WarehouseResource, partition_date
-from cdr_pipeline.schema import CALL_COLUMNS, DIRECTIONS, REJECT_COLUMNS, WAREHOUSE_COLUMNS
+from cdr_pipeline import days as core
+from cdr_pipeline import marts, q850, warehouse
+from cdr_pipeline.defs.ranges import FAILED_DAYS_KEY
+from cdr_pipeline.defs.resources import CallrResource, WarehouseResource
+from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS
 
 WRITER_POOL = "duckdb_writer"
 RECONCILE_CHECK = "raw_rows_reconcile"
 UNIQUE_CHECK = "call_id_unique"
+RAW_KEY = dg.AssetKey("raw_cdr_exports")
+TYPED_KEY = dg.AssetKey("typed_calls")
 CALLS_KEY = dg.AssetKey("calls")
 REJECTS_KEY = dg.AssetKey("call_rejects")
+MART_KEYS = tuple(dg.AssetKey(m) for m in marts.MART_TABLES)
 # `calls` is loaded every day at 00:30 by the schedule: WARN an hour after a load is due and did
 # not happen, FAIL an hour later, so a missed day shows on the asset in the UI.
 CALLS_FRESHNESS = dg.FreshnessPolicy.time_window(
@@ -45,148 +54,252 @@ def column_schema(columns: tuple) -> dg.TableSchema:
     )
 
 
-def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """The pipeline's assets for a given daily partitioning."""
-
-    @dg.asset(
-        partitions_def=partitions_def,
-        group_name="callr",
-        kinds={"http", "csv"},
-        description="Each day's CDR export from Callr, both directions, landed byte for byte.",
+def mart_schema(mart: str) -> dg.TableSchema:
+    """The Dagster column schema of a mart."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, sql_type, description=text)
+            for name, sql_type, text in marts.MART_COLUMNS[mart]
+        ]
     )
-    def raw_cdr_exports(
-        context: dg.AssetExecutionContext, callr: CallrResource, lake: WarehouseResource
-    ) -> dg.MaterializeResult:
-        day = partition_date(context)
-        start, end = day_window(day, lake.timezone)
-        metadata: dict[str, object] = {
-            "window_start": start.isoformat(),
-            "window_end": end.isoformat(),
-        }
-        total_rows = total_bytes = 0
-        started = time.perf_counter()
-        with callr.client() as client:
-            downloads = client.fetch_exports(
-                {direction: lake.lake.raw_file(day, direction) for direction in DIRECTIONS},
-                start,
-                end,
-            )
-            for download in downloads:
-                direction = download.direction
-                rows = normalize.count_csv_rows(download.path)
-                total_rows += rows
-                total_bytes += download.bytes
-                metadata |= {
-                    f"{direction}_path": dg.MetadataValue.path(str(download.path)),
-                    f"{direction}_bytes": download.bytes,
-                    f"{direction}_rows": rows,
-                    f"{direction}_sha256": download.sha256,
-                    f"{direction}_request_s": round(download.duration_s, 3),
-                    f"{direction}_retries": download.attempts - 1,
-                }
-                context.log.info(
-                    f"{direction}: {download.bytes:,} bytes, {rows:,} rows, "
-                    f"{download.attempts - 1} retries, {download.duration_s:.2f} s"
-                )
-        metadata |= {
-            "dagster/row_count": total_rows,
-            "bytes": total_bytes,
-            "fetch_s": round(time.perf_counter() - started, 3),
-        }
-        return dg.MaterializeResult(metadata=metadata)
 
-    @dg.asset(
+
+def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
+    """The days a run materialises: one, or a range."""
+    return [dt.date.fromisoformat(key) for key in context.partition_keys]
+
+
+def record_days(
+    context: dg.AssetExecutionContext,
+    metadata: Mapping[dg.AssetKey, Mapping[dt.date, Mapping[str, object]]],
+) -> None:
+    """Attach each day's own metadata to its partition's materialisation."""
+    for key, by_day in metadata.items():
+        if key not in context.selected_asset_keys:
+            continue
+        for day, values in by_day.items():
+            context.add_asset_metadata(dict(values), asset_key=key, partition_key=day.isoformat())
+
+
+def fail_days(
+    context: dg.AssetExecutionContext,
+    failures: Mapping[dt.date, str],
+    metadata: Mapping[dg.AssetKey, Mapping[dt.date, Mapping[str, object]]],
+) -> dg.Failure:
+    """Record the days that succeeded as materialised, and the failure naming the others.
+
+    Dagster can only mark a whole run's range as failed; the days that did succeed get their
+    own materialisation events here, so the UI shows exactly which days failed.
+    """
+    for key, by_day in metadata.items():
+        if key not in context.selected_asset_keys:
+            continue
+        for day, values in by_day.items():
+            if day not in failures:
+                context.log_event(
+                    dg.AssetMaterialization(key, partition=day.isoformat(), metadata=dict(values))
+                )
+    lines = [f"{day}: {reason}" for day, reason in sorted(failures.items())]
+    return dg.Failure(
+        description=f"{len(failures)} day(s) failed: " + "; ".join(lines),
+        metadata={FAILED_DAYS_KEY: ",".join(d.isoformat() for d in sorted(failures))},
+        allow_retries=True,
+    )
+
+
+def markdown_table(frame: pl.DataFrame, empty: str = "(no rows)") -> str:
+    """A small frame as a Markdown table, for Dagster metadata the UI renders."""
+    if frame.is_empty():
+        return empty
+    with pl.Config(
+        tbl_formatting="MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        tbl_cols=-1,
+        fmt_str_lengths=40,
+        float_precision=4,
+    ):
+        return str(frame)
+
+
+def _iso(value: dt.datetime | None) -> str:
+    return value.isoformat() if value else "none"
+
+
+def _landed_metadata(landed: core.LandedDay) -> dict[str, object]:
+    metadata: dict[str, object] = {
+        "window_start": landed.window[0].isoformat(),
+        "window_end": landed.window[1].isoformat(),
+        "dagster/row_count": sum(landed.rows.values()),
+        "bytes": sum(d.bytes for d in landed.downloads),
+        "fetch_s": round(landed.fetch_s, 3),
+    }
+    for download in landed.downloads:
+        direction = download.direction
+        metadata |= {
+            f"{direction}_path": dg.MetadataValue.path(str(download.path)),
+            f"{direction}_bytes": download.bytes,
+            f"{direction}_rows": landed.rows[direction],
+            f"{direction}_sha256": download.sha256,
+            f"{direction}_request_s": round(download.duration_s, 3),
+            f"{direction}_retries": download.attempts - 1,
+        }
+    return metadata
+
+
+def _typed_metadata(typed: core.TypedDay) -> dict[str, object]:
+    stats = typed.stats
+    return {
+        "dagster/row_count": typed.typed_rows,
+        "raw_rows": stats.raw_rows,
+        "rejected_rows": typed.rejected_rows,
+        "duplicate_rows": stats.duplicate_rows,
+        "unknown_columns": ", ".join(stats.unknown_columns) or "none",
+        "min_started_at": _iso(stats.min_started_at),
+        "max_started_at": _iso(stats.max_started_at),
+        "files": [str(p) for p in typed.published],
+        "parquet_bytes": typed.parquet_bytes,
+        "normalize_s": round(typed.normalize_s, 3),
+        "preview": dg.MetadataValue.md(markdown_table(typed.preview)),
+    }
+
+
+def _reconcile_result(typed: Iterable[core.TypedDay]) -> dg.AssetCheckResult:
+    """raw = typed + rejected + duplicates for every day typed by the run."""
+    typed = list(typed)
+    broken = [t for t in typed if not t.reconciled]
+    metadata: dict[str, object] = {
+        "days": len(typed),
+        "raw_rows": sum(t.stats.raw_rows for t in typed),
+        "typed_rows": sum(t.typed_rows for t in typed),
+        "rejected_rows": sum(t.rejected_rows for t in typed),
+        "duplicate_rows": sum(t.stats.duplicate_rows for t in typed),
+    }
+    return dg.AssetCheckResult(
+        check_name=RECONCILE_CHECK,
+        asset_key=TYPED_KEY,
+        passed=not broken,
+        metadata=metadata,
+        description="; ".join(
+            f"{t.day}: {t.stats.raw_rows} raw rows != {t.typed_rows} typed + {t.rejected_rows} "
+            f"rejected + {t.stats.duplicate_rows} duplicates"
+            for t in broken
+        )
+        or None,
+    )
+
+
+def build_landing_asset(
+    partitions_def: dg.PartitionsDefinition, backfill_policy: dg.BackfillPolicy
+) -> dg.AssetsDefinition:
+    """`raw_cdr_exports` and `typed_calls`: one step fetching and typing a range of days."""
+
+    @dg.multi_asset(
+        name="daily_exports",
         partitions_def=partitions_def,
-        deps=[raw_cdr_exports],
-        group_name="warehouse",
-        kinds={"polars", "parquet"},
-        description="Typed calls (Hive-style Parquet by call_date) and rejected rows, per day.",
+        backfill_policy=backfill_policy,
+        can_subset=True,
+        specs=[
+            dg.AssetSpec(
+                RAW_KEY,
+                group_name="callr",
+                kinds={"http", "csv"},
+                description="Each day's CDR export from Callr, both directions, landed byte "
+                "for byte.",
+            ),
+            dg.AssetSpec(
+                TYPED_KEY,
+                deps=[RAW_KEY],
+                group_name="warehouse",
+                kinds={"polars", "parquet"},
+                description="Typed calls (Hive-style Parquet by call_date) and rejected rows, "
+                "per day.",
+                metadata={"dagster/column_schema": column_schema(CALL_COLUMNS)},
+            ),
+        ],
         check_specs=[
             dg.AssetCheckSpec(
                 RECONCILE_CHECK,
-                asset="typed_calls",
+                asset=TYPED_KEY,
                 blocking=True,
-                description="raw data rows = typed + rejected + collapsed duplicates",
+                description="raw data rows = typed + rejected + collapsed duplicates, every day",
             )
         ],
     )
-    def typed_calls(context: dg.AssetExecutionContext, lake: WarehouseResource):
-        day = partition_date(context)
-        files = [
-            normalize.ExportFile(lake.lake.raw_file(day, direction), direction)
-            for direction in DIRECTIONS
-        ]
-        staging = lake.lake.staging_dir / f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
-        started = time.perf_counter()
-        try:
-            result = normalize.normalize_exports(files, partition_date=day, timezone=lake.timezone)
-            stats = normalize.write_normalized(
-                result,
-                pl.PartitionBy(
-                    staging / "calls",
-                    key="call_date",
-                    include_key=True,
-                    approximate_bytes_per_file=None,
+    def daily_exports(
+        context: dg.AssetExecutionContext, callr: CallrResource, lake: WarehouseResource
+    ):
+        days = partition_days(context)
+        fetch = RAW_KEY in context.selected_asset_keys
+        with callr.client() if fetch else _no_client() as client:
+            result = core.land_days(
+                days,
+                lake.lake,
+                lake.timezone,
+                client=client,
+                typing=TYPED_KEY in context.selected_asset_keys,
+                concurrency=callr.fetch_concurrency,
+                on_day=lambda day, error: context.log.info(
+                    f"{day}: {'failed: ' + error if error else 'landed'}"
                 ),
-                staging / "rejects.parquet",
             )
-            staged = sorted((staging / "calls").glob("call_date=*/*.parquet"))
-            published = warehouse.publish_partition(
-                lake.lake, day, staged, staging / "rejects.parquet"
-            )
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        elapsed = time.perf_counter() - started
-        # Reconcile counts taken independently of the typing: raw records counted from the raw
-        # files (`count_csv_rows`, by the normaliser before it starts), typed and rejected rows
-        # from the Parquet files as published.
-        raw_rows = stats.raw_rows
-        typed_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in published)
-        rejected_rows = pq.ParquetFile(lake.lake.rejects_file(day)).metadata.num_rows
-        reconciled = raw_rows == typed_rows + rejected_rows + stats.duplicate_rows
-        yield dg.AssetCheckResult(
-            check_name=RECONCILE_CHECK,
-            passed=reconciled,
-            metadata={
-                "raw_rows": raw_rows,
-                "typed_rows": typed_rows,
-                "rejected_rows": rejected_rows,
-                "duplicate_rows": stats.duplicate_rows,
-            },
-            description=None
-            if reconciled
-            else f"{raw_rows} raw rows != {typed_rows} typed + {rejected_rows} rejected "
-            f"+ {stats.duplicate_rows} duplicates",
+        metadata = {
+            RAW_KEY: {d: _landed_metadata(x) for d, x in result.landed.items()},
+            TYPED_KEY: {d: _typed_metadata(x) for d, x in result.typed.items()},
+        }
+        if result.failures:
+            raise fail_days(context, result.failures, metadata)
+        record_days(context, metadata)
+        if TYPED_KEY in context.selected_asset_keys:
+            yield _reconcile_result(result.typed.values())
+        for key in (RAW_KEY, TYPED_KEY):
+            if key in context.selected_asset_keys:
+                yield dg.MaterializeResult(asset_key=key)
+
+    return daily_exports
+
+
+class _no_client:
+    """A stand-in for `callr.client()` when nothing is fetched (typing the landed files only)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+def build_warehouse_asset(
+    partitions_def: dg.PartitionsDefinition,
+    backfill_policy: dg.BackfillPolicy,
+    alert_specs: Sequence[dg.AssetCheckSpec],
+    alert_results,
+) -> dg.AssetsDefinition:
+    """`calls`, `call_rejects` and the marts: one DuckDB step per range (the writer pool)."""
+    mart_specs = [
+        dg.AssetSpec(
+            key,
+            deps=[CALLS_KEY],
+            group_name="marts",
+            kinds={"duckdb"},
+            description=marts.MART_DESCRIPTIONS[key.path[-1]]
+            + " A DuckDB table, recomputed for the days each load changes.",
+            metadata={"dagster/column_schema": mart_schema(key.path[-1])},
         )
-        # Five rows, read lazily: reading the file and then taking its head would load the day.
-        preview = pl.scan_parquet(published[0]).head(5).collect() if published else pl.DataFrame()
-        parquet_bytes = sum(p.stat().st_size for p in [*published, lake.lake.rejects_file(day)])
-        yield dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": typed_rows,
-                "dagster/column_schema": column_schema(CALL_COLUMNS),
-                "raw_rows": raw_rows,
-                "rejected_rows": rejected_rows,
-                "duplicate_rows": stats.duplicate_rows,
-                "unknown_columns": ", ".join(stats.unknown_columns) or "none",
-                "min_started_at": _iso(stats.min_started_at),
-                "max_started_at": _iso(stats.max_started_at),
-                "files": [str(p) for p in published],
-                "parquet_bytes": parquet_bytes,
-                "normalize_s": round(elapsed, 3),
-                "preview": dg.MetadataValue.md(markdown_table(preview)),
-            }
-        )
+        for key in MART_KEYS
+    ]
 
     @dg.multi_asset(
+        name="warehouse_tables",
         partitions_def=partitions_def,
-        group_name="warehouse",
+        backfill_policy=backfill_policy,
         pool=WRITER_POOL,
+        can_subset=True,
         specs=[
             dg.AssetSpec(
                 CALLS_KEY,
-                deps=[typed_calls],
+                deps=[TYPED_KEY],
+                group_name="warehouse",
                 kinds={"duckdb"},
                 description="One row per call (call_id unique), typed as the contract says.",
                 metadata={"dagster/column_schema": column_schema(CALL_COLUMNS + WAREHOUSE_COLUMNS)},
@@ -194,65 +307,175 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             ),
             dg.AssetSpec(
                 REJECTS_KEY,
-                deps=[typed_calls],
+                deps=[TYPED_KEY],
+                group_name="warehouse",
                 kinds={"duckdb"},
                 description="Rows that could not be typed, with the reason; never dropped.",
                 metadata={"dagster/column_schema": column_schema(REJECT_COLUMNS)},
             ),
+            *mart_specs,
         ],
         check_specs=[
             dg.AssetCheckSpec(
                 UNIQUE_CHECK,
                 asset=CALLS_KEY,
                 blocking=True,
-                description="call_id occurs once in the whole calls table",
-            )
+                description="call_id occurs once among the call dates the load read and wrote",
+            ),
+            *alert_specs,
         ],
     )
     def warehouse_tables(context: dg.AssetExecutionContext, lake: WarehouseResource):
-        day = partition_date(context)
+        days = partition_days(context)
+        selected = context.selected_asset_keys
         started = time.perf_counter()
         with lake.connect() as con:
             waited = time.perf_counter() - started
-            stats = warehouse.load_partition(con, lake.lake, day)
-            duplicates, examples = warehouse.duplicate_call_ids(con)
-            (reject_rows,) = con.execute("SELECT count(*) FROM call_rejects").fetchone() or (0,)
+            result = core.load_days(
+                con,
+                lake.lake,
+                days,
+                settings=lake.mart_settings(),
+                load_calls=CALLS_KEY in selected or REJECTS_KEY in selected,
+                refresh=any(k in selected for k in MART_KEYS),
+            )
+            shown = sorted({*days, *result.refreshed_days})
+            mart_counts = _mart_counts(con, shown)
+            kpis = con.sql(
+                "SELECT * FROM daily_kpis WHERE call_date BETWEEN ? AND ? "
+                "ORDER BY call_date, direction",
+                params=[shown[0], shown[-1]],
+            ).pl()
+            checks = list(alert_results(con, days, context.selected_asset_check_keys))
         elapsed = time.perf_counter() - started
-        warehouse_bytes = Path(lake.warehouse_path).stat().st_size
-        context.log.info(
-            f"{day}: {stats.calls_written:,} calls written, {stats.rejects:,} rejects; "
-            f"table holds {stats.table_rows:,} calls"
-        )
-        yield dg.AssetCheckResult(
-            check_name=UNIQUE_CHECK,
-            asset_key=CALLS_KEY,
-            passed=duplicates == 0,
-            metadata={"duplicate_call_ids": duplicates, "examples": str(examples)},
-        )
-        yield dg.MaterializeResult(
-            asset_key=CALLS_KEY,
-            metadata={
-                "dagster/row_count": stats.table_rows,
+        metadata: dict[dg.AssetKey, dict[dt.date, dict[str, object]]] = {
+            CALLS_KEY: {},
+            REJECTS_KEY: {},
+        }
+        for day, stats in result.loads.items():
+            metadata[CALLS_KEY][day] = {
+                "dagster/row_count": stats.partition_calls,
                 "incoming_calls": stats.incoming_calls,
                 "calls_written": stats.calls_written,
                 "calls_kept_from_other_partitions": stats.calls_kept_elsewhere,
                 "calls_removed": stats.calls_removed,
                 "calls_restored": stats.calls_restored,
-                "duplicate_call_ids": duplicates,
-                "warehouse_bytes": warehouse_bytes,
+                "window": f"{stats.window.first}..{stats.window.last}" if stats.window else "none",
+                # Evidence that the load read a few days of `calls`, not the whole table.
+                "calls_row_groups_read": stats.calls_read.row_groups_read,
+                "calls_row_groups_total": stats.calls_read.row_groups_total,
+                "load_s": round(result.seconds[day], 3),
                 "lock_wait_s": round(waited, 3),
-                "load_s": round(elapsed, 3),
-            },
+            }
+            metadata[REJECTS_KEY][day] = {
+                "dagster/row_count": stats.rejects,
+                "partition_rejects": stats.rejects,
+            }
+        for key in MART_KEYS:
+            metadata[key] = {
+                day: {"dagster/row_count": mart_counts[key.path[-1]].get(day, 0)} for day in shown
+            }
+        for day in shown:
+            metadata[MART_KEYS[0]][day] |= _kpi_metadata(
+                kpis.filter(pl.col("call_date") == day), lake.mart_settings().ner_causes
+            )
+        in_run = set(days)
+        record_days(
+            context, {k: {d: v for d, v in m.items() if d in in_run} for k, m in metadata.items()}
         )
-        yield dg.MaterializeResult(
-            asset_key=REJECTS_KEY,
-            metadata={"dagster/row_count": reject_rows, "partition_rejects": stats.rejects},
+        _record_neighbours(context, partitions_def, metadata, result.refreshed_days, in_run)
+        context.log.info(
+            f"{len(result.loads)} day(s) loaded, marts of {len(result.refreshed_days)} day(s) "
+            f"refreshed in {elapsed:.2f} s (window {result.window})"
         )
+        if CALLS_KEY in selected:
+            yield dg.AssetCheckResult(
+                check_name=UNIQUE_CHECK,
+                asset_key=CALLS_KEY,
+                passed=result.duplicates == 0,
+                metadata={
+                    "duplicate_call_ids": result.duplicates,
+                    "examples": str(result.duplicate_examples),
+                    "window": str(result.window),
+                    "warehouse_bytes": Path(lake.warehouse_path).stat().st_size,
+                },
+            )
+        yield from checks
+        for key in (CALLS_KEY, REJECTS_KEY, *MART_KEYS):
+            if key in selected:
+                yield dg.MaterializeResult(asset_key=key)
+
+    return warehouse_tables
+
+
+def _mart_counts(con, days: Sequence[dt.date]) -> dict[str, dict[dt.date, int]]:
+    """Rows per day of each mart, for `days` (one query per mart)."""
+    counts: dict[str, dict[dt.date, int]] = {}
+    for mart in marts.MART_TABLES:
+        rows = con.execute(
+            f"SELECT call_date, count(*) FROM {mart} WHERE call_date BETWEEN ? AND ? GROUP BY 1",
+            [days[0], days[-1]],
+        ).fetchall()
+        counts[mart] = {day: int(n) for day, n in rows}
+    return counts
+
+
+def _record_neighbours(
+    context: dg.AssetExecutionContext,
+    partitions_def: dg.PartitionsDefinition,
+    metadata: Mapping[dg.AssetKey, Mapping[dt.date, Mapping[str, object]]],
+    refreshed: Iterable[dt.date],
+    in_run: set[dt.date],
+) -> None:
+    """Days outside the run whose marts the loads changed (a call in progress across midnight,
+    a call that moved day) get a materialisation of their own, saying why."""
+    for day in sorted(set(refreshed) - in_run):
+        if not partitions_def.has_partition_key(day.isoformat()):
+            continue
+        for key in MART_KEYS:
+            if key in context.selected_asset_keys:
+                context.log_event(
+                    dg.AssetMaterialization(
+                        key,
+                        partition=day.isoformat(),
+                        metadata={
+                            **metadata[key][day],
+                            "refreshed_by_days": ", ".join(sorted(d.isoformat() for d in in_run)),
+                        },
+                    )
+                )
+
+
+def _number(value: float | None) -> dg.MetadataValue:
+    if value is None:
+        return dg.MetadataValue.text("none")
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    return dg.MetadataValue.float(round(float(value), 6))
+
+
+def _kpi_metadata(kpis: pl.DataFrame, ner_causes: tuple[int, ...]) -> dict[str, object]:
+    """The day's headline KPIs per direction (numbers the UI plots across partitions)."""
+    metadata: dict[str, object] = {"ner_causes": ", ".join(str(c) for c in ner_causes)}
+    for row in kpis.iter_rows(named=True):
+        direction = row["direction"]
+        for name in ("calls", "asr", "ner", "acd_s", "billed_minutes", "peak_concurrent_calls"):
+            metadata[f"{direction}_{name}"] = _number(row[name])
+        metadata[f"{direction}_billing_debit"] = _number(float(row["billing_debit"]))
+    metadata["kpis"] = dg.MetadataValue.md(
+        markdown_table(kpis.drop("call_date"), "(no calls on this day)")
+    )
+    return metadata
+
+
+def build_q850_asset() -> dg.AssetsDefinition:
+    """The reference table of ITU-T Q.850 causes (unpartitioned)."""
 
     @dg.asset(
         group_name="warehouse",
         kinds={"duckdb"},
         pool=WRITER_POOL,
+        code_version=q850.TABLE_VERSION,
         description="Every ITU-T Q.850 cause code with its name and class.",
         metadata={
             "dagster/column_schema": dg.TableSchema(
@@ -269,23 +492,4 @@ def build_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             rows = warehouse.replace_q850(con, q850.q850_frame())
         return dg.MaterializeResult(metadata={"dagster/row_count": rows})
 
-    return [raw_cdr_exports, typed_calls, warehouse_tables, q850_causes]
-
-
-def _iso(value: dt.datetime | None) -> str:
-    return value.isoformat() if value else "none"
-
-
-def markdown_table(frame: pl.DataFrame, empty: str = "(no rows)") -> str:
-    """A small frame as a Markdown table, for Dagster metadata the UI renders."""
-    if frame.is_empty():
-        return empty
-    with pl.Config(
-        tbl_formatting="MARKDOWN",
-        tbl_hide_column_data_types=True,
-        tbl_hide_dataframe_shape=True,
-        tbl_cols=-1,
-        fmt_str_lengths=40,
-        float_precision=4,
-    ):
-        return str(frame)
+    return q850_causes

@@ -3,14 +3,30 @@
 import dagster as dg
 
 from cdr_pipeline.config import Settings
-from cdr_pipeline.defs.analytics import ANALYTICS_ASSETS, build_analytics_assets
-from cdr_pipeline.defs.assets import build_assets
+from cdr_pipeline.defs import maintenance
+from cdr_pipeline.defs.analytics import (
+    REPORT_KEY,
+    build_alert_parts,
+    build_report_asset,
+    thresholds_for,
+)
+from cdr_pipeline.defs.assets import (
+    CALLS_KEY,
+    MART_KEYS,
+    RAW_KEY,
+    REJECTS_KEY,
+    TYPED_KEY,
+    build_landing_asset,
+    build_q850_asset,
+    build_warehouse_asset,
+)
 from cdr_pipeline.defs.realtime import build_realtime_definitions
 from cdr_pipeline.defs.resources import CallrResource, WarehouseResource
 from cdr_pipeline.defs.schedules import build_daily_schedule
 
 DAILY_JOB = "daily_cdr_job"
 REFERENCE_JOB = "reference_tables_job"
+DAILY_ASSETS = (RAW_KEY, TYPED_KEY, CALLS_KEY, REJECTS_KEY, *MART_KEYS, REPORT_KEY)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -18,14 +34,21 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions_def = dg.DailyPartitionsDefinition(
         start_date=settings.start_date.isoformat(), timezone=settings.timezone
     )
-    assets = build_assets(partitions_def)
-    analytics, alert_checks = build_analytics_assets(partitions_def, settings)
+    # A backfill runs `days_per_run` days per run; every daily asset shares the policy, so a
+    # range's steps run in the same run.
+    policy = dg.BackfillPolicy.multi_run(max_partitions_per_run=settings.days_per_run)
+    alert_specs, alert_results = build_alert_parts(settings)
+    assets = [
+        build_landing_asset(partitions_def, policy),
+        build_warehouse_asset(partitions_def, policy, alert_specs, alert_results),
+        build_report_asset(thresholds_for(settings)),
+        build_q850_asset(),
+    ]
     daily_job = dg.define_asset_job(
         DAILY_JOB,
-        selection=dg.AssetSelection.assets(
-            "raw_cdr_exports", "typed_calls", "calls", "call_rejects", *ANALYTICS_ASSETS
-        ),
-        description="One day of CDRs: fetch both directions, type, publish Parquet, load DuckDB.",
+        selection=dg.AssetSelection.assets(*DAILY_ASSETS),
+        description="Days of CDRs: fetch both directions, type, publish Parquet, load DuckDB, "
+        "refresh the marts, render the last day's report. One day or a range per run.",
     )
     reference_job = dg.define_asset_job(
         REFERENCE_JOB,
@@ -33,11 +56,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="Static reference tables (ITU-T Q.850 causes).",
     )
     daily = dg.Definitions(
-        assets=[*assets, *analytics],
-        asset_checks=alert_checks,
-        jobs=[daily_job, reference_job],
-        # One process per run: a day's steps form a chain, so step subprocesses would only add
-        # start-up time (seconds each); days run in parallel as separate runs.
+        assets=assets,
+        jobs=[
+            daily_job,
+            reference_job,
+            maintenance.rebuild_marts_job,
+            maintenance.call_id_audit_job,
+        ],
+        # One process per run: a range's steps form a chain, so step subprocesses would only add
+        # start-up time (seconds each); ranges run in parallel as separate runs.
         executor=dg.in_process_executor,
         schedules=[
             build_daily_schedule(
@@ -45,18 +72,22 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 timezone=settings.timezone,
                 first_day=settings.start_date,
                 late_days=settings.late_days,
-            )
+            ),
+            maintenance.weekly_call_id_audit,
         ],
+        sensors=[maintenance.build_split_sensor(settings.days_per_run, daily_job)],
         resources={
             "callr": CallrResource(
                 base_url=settings.base_url,
                 api_key=dg.EnvVar("CALLR_API_KEY"),
                 account_sid=settings.account_sid,
+                fetch_concurrency=settings.fetch_concurrency,
             ),
             "lake": WarehouseResource(
                 data_dir=str(settings.data_dir),
                 warehouse_path=str(settings.warehouse),
                 timezone=settings.timezone,
+                ner_causes=list(settings.ner_causes),
             ),
         },
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from cdr_pipeline import realtime
+from cdr_pipeline import marts, realtime
 from cdr_pipeline.config import Settings, check_timezone
 from cdr_pipeline.defs.assets import WRITER_POOL
 from cdr_pipeline.defs.resources import WarehouseResource
@@ -60,6 +60,8 @@ def build_realtime_definitions(settings: Settings) -> dg.Definitions:
     ) -> dg.MaterializeResult:
         with lake.connect() as con:
             result = realtime.load_landed_events(con, store_path, lake.lake, timezone=lake.timezone)
+            # The days the upsert changed: their marts are recomputed now, like after a load.
+            refreshed = marts.refresh_pending(con, lake.mart_settings())
         load = result.load
         if load is None:
             context.log.info(f"no landed event after seq {result.through_seq}: nothing to load")
@@ -76,6 +78,7 @@ def build_realtime_definitions(settings: Settings) -> dg.Definitions:
             "events": result.events,
             "superseded_deliveries": result.superseded,
             "unknown_fields": ", ".join(result.unknown_fields) or "none",
+            "marts_refreshed_days": ", ".join(d.isoformat() for d in refreshed) or "none",
         }
         if load is not None:
             metadata |= {

@@ -1,6 +1,5 @@
 """Dagster resources: the Callr connection and the warehouse location."""
 
-import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,9 +8,14 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from cdr_pipeline import warehouse
+from cdr_pipeline import marts, warehouse
 from cdr_pipeline.callr.client import CallrExportClient, RetryPolicy
-from cdr_pipeline.config import DEFAULT_BASE_URL
+from cdr_pipeline.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_FETCH_CONCURRENCY,
+    DEFAULT_NER_CAUSES,
+    DEFAULT_TIMEZONE,
+)
 
 
 class CallrResource(dg.ConfigurableResource):
@@ -26,6 +30,10 @@ class CallrResource(dg.ConfigurableResource):
     max_attempts: int = 6
     max_total_s: float = 300.0
     timeout_s: float = 60.0
+    fetch_concurrency: int = Field(
+        default=DEFAULT_FETCH_CONCURRENCY,
+        description="Days of a range downloading at once (each downloads both directions)",
+    )
 
     def __repr__(self) -> str:
         return f"CallrResource(base_url={self.base_url!r}, api_key='***')"
@@ -54,7 +62,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
     data_dir: str
     warehouse_path: str
-    timezone: str = "UTC"
+    timezone: str = DEFAULT_TIMEZONE
+    ner_causes: list[int] = Field(
+        default=list(DEFAULT_NER_CAUSES),
+        description="Q.850 codes that count as effective for NER (CDR_NER_CAUSES)",
+    )
     lock_wait_s: float = Field(
         default=600.0,
         description="How long a load waits for another process to release the DuckDB file",
@@ -64,6 +76,10 @@ class WarehouseResource(dg.ConfigurableResource):
     def lake(self) -> warehouse.Lake:
         return warehouse.Lake(Path(self.data_dir))
 
+    def mart_settings(self) -> marts.MartSettings:
+        """What the marts must be computed with."""
+        return marts.MartSettings(self.timezone, tuple(sorted(set(self.ner_causes))))
+
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A DuckDB connection to the warehouse (waits, bounded, for a held lock)."""
@@ -71,8 +87,3 @@ class WarehouseResource(dg.ConfigurableResource):
             Path(self.warehouse_path), read_only=read_only, lock_wait_s=self.lock_wait_s
         ) as con:
             yield con
-
-
-def partition_date(context: dg.AssetExecutionContext) -> dt.date:
-    """The day a daily-partitioned run is for."""
-    return dt.date.fromisoformat(context.partition_key)

@@ -1,4 +1,4 @@
-"""Run the project's jobs through a real Dagster instance, one day at a time (CLI backfill)."""
+"""Run the project's jobs through a real Dagster instance: ranges of days (the CLI's backfill)."""
 
 import datetime as dt
 import logging
@@ -6,30 +6,23 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
+from cdr_pipeline import warehouse
+from cdr_pipeline.dayranges import consecutive_ranges, days_between
 from cdr_pipeline.defs.definitions import DAILY_JOB, REFERENCE_JOB
 from cdr_pipeline.defs.instance import dagster_home
+from cdr_pipeline.defs.ranges import failed_days, range_tags, without
 
 log = logging.getLogger(__name__)
 
 # The CLI prints one line per day and the cause of a failure; Dagster's own console log (with
 # stack traces) is for --verbose and the UI's event log.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-
-
-@dataclass(frozen=True)
-class PartitionOutcome:
-    """How one partition's run went."""
-
-    day: dt.date
-    run_id: str
-    success: bool
-    seconds: float
-    error: str | None = None
 
 
 # Tags on the CLI's runs: which process runs them, so a later CLI can tell an abandoned run.
@@ -103,67 +96,160 @@ def _cli_tags() -> dict[str, str]:
     }
 
 
-def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
-    """Every day from `start` to `end`, inclusive."""
-    return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
+@dataclass(frozen=True)
+class RangeOutcome:
+    """How one run over a range of days went."""
+
+    first: dt.date
+    last: dt.date
+    run_id: str
+    seconds: float
+    failed_days: dict[dt.date, str] = field(default_factory=dict)
+    error: str | None = None  # a failure of the whole range (no day named)
+
+    @property
+    def success(self) -> bool:
+        return self.error is None and not self.failed_days
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
 
 
-def run_reference_tables(defs: dg.Definitions, instance: dg.DagsterInstance) -> PartitionOutcome:
+def reference_tables_current(warehouse_path: Path) -> bool:
+    """Whether the warehouse holds the reference tables as this release defines them (then the
+    CLI does not materialise them again)."""
+    if not warehouse_path.exists():
+        return False
+    try:
+        with warehouse.connect(warehouse_path, read_only=True, lock_wait_s=0) as con:
+            return warehouse.q850_is_current(con)
+    except (duckdb.Error, warehouse.WarehouseLockedError):
+        return False  # a load holds it: let the reference job wait its turn
+
+
+def run_reference_tables(defs: dg.Definitions, instance: dg.DagsterInstance) -> RangeOutcome:
     """Materialise the unpartitioned reference tables (q850_causes)."""
-    started = time.perf_counter()
-    result = defs.resolve_job_def(REFERENCE_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET_RUN_CONFIG, tags=_cli_tags()
+    return run_job(defs, REFERENCE_JOB, instance)
+
+
+def run_reports(
+    defs: dg.Definitions, days: Iterable[dt.date], instance: dg.DagsterInstance
+) -> RangeOutcome:
+    """Render the reports of `days` (the `daily_report` asset with those days asked for)."""
+    days = sorted(set(days))
+    config = {"ops": {"daily_report": {"config": {"days": [d.isoformat() for d in days]}}}}
+    return run_job(
+        defs,
+        DAILY_JOB,
+        instance,
+        run_config=QUIET_RUN_CONFIG | config,
+        asset_selection=[dg.AssetKey("daily_report")],
     )
-    return PartitionOutcome(
+
+
+def run_job(
+    defs: dg.Definitions,
+    job_name: str,
+    instance: dg.DagsterInstance,
+    verbose: bool = False,
+    *,
+    run_config: dict | None = None,
+    asset_selection: list[dg.AssetKey] | None = None,
+) -> RangeOutcome:
+    """Run an unpartitioned job (or assets of one) of the definitions, recorded in `instance`."""
+    started = time.perf_counter()
+    if run_config is None and not verbose:
+        run_config = QUIET_RUN_CONFIG
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config=run_config,
+        asset_selection=asset_selection,
+        tags=_cli_tags(),
+    )
+    return RangeOutcome(
+        dt.date.min,
         dt.date.min,
         result.run_id,
-        result.success,
         time.perf_counter() - started,
-        None if result.success else _failure_message(result),
+        error=None if result.success else _failure_message(result)[0],
     )
 
 
-def run_partitions(
+def run_ranges(
     defs: dg.Definitions,
     days: Iterable[dt.date],
     instance: dg.DagsterInstance,
-    on_done: Callable[[PartitionOutcome], None] = lambda _: None,
+    *,
+    days_per_run: int,
+    on_done: Callable[[RangeOutcome], None] = lambda _: None,
     verbose: bool = False,
-) -> list[PartitionOutcome]:
-    """Run the daily job for each day, in order, recording each run in `instance`."""
+) -> list[RangeOutcome]:
+    """Run the daily job over `days`, `days_per_run` consecutive days per run, in order.
+
+    A run in which some days failed (it names them) is followed by runs of the range's other
+    days, so a bad day costs that day only, as the `split_failed_ranges` sensor does for the
+    daemon's backfills.
+    """
     job = defs.resolve_job_def(DAILY_JOB)
-    outcomes = []
-    for day in days:
+    run_config = None if verbose else QUIET_RUN_CONFIG
+    outcomes: list[RangeOutcome] = []
+    queue = list(consecutive_ranges(days, days_per_run))
+    retried: set[dt.date] = set()
+    while queue:
+        first, last = queue.pop(0)
         started = time.perf_counter()
         result = job.execute_in_process(
-            partition_key=day.isoformat(),
             instance=instance,
             raise_on_error=False,
-            run_config=None if verbose else QUIET_RUN_CONFIG,
-            tags=_cli_tags(),
+            run_config=run_config,
+            tags={**_cli_tags(), **range_tags(first, last)},
         )
-        outcome = PartitionOutcome(
-            day,
-            result.run_id,
-            result.success,
-            time.perf_counter() - started,
-            None if result.success else _failure_message(result),
+        failed: dict[dt.date, str] = {}
+        error = None
+        if not result.success:
+            error, failed = _failure_message(result)
+            if failed:
+                error = None
+        outcome = RangeOutcome(
+            first, last, result.run_id, time.perf_counter() - started, failed, error
         )
         outcomes.append(outcome)
         on_done(outcome)
+        if failed and first not in retried:
+            others = without(days_between(first, last), failed, days_per_run)
+            retried.update(d for a, b in others for d in days_between(a, b))
+            queue[:0] = others
     return outcomes
 
 
-def _failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """The first step failure's message (the user-facing cause, not a stack trace)."""
+def _failure_message(result: dg.ExecuteInProcessResult) -> tuple[str, dict[dt.date, str]]:
+    """The first step failure's message (the user-facing cause, not a stack trace), and the
+    days it named with their reasons."""
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            error = event.step_failure_data.error
+            data = event.step_failure_data
+            named = data.user_failure_data.metadata if data.user_failure_data else {}
+            days = failed_days(named)
+            error = data.error
             while error is not None and error.cause is not None and _is_wrapper(error):
                 error = error.cause
-            if error is not None:
-                return f"{event.step_key}: {error.message.strip()}"
-    return "run failed (see the Dagster UI for its event log)"
+            message = error.message.strip() if error is not None else "step failed"
+            reasons = _day_reasons(message, days)
+            return f"{event.step_key}: {message}", reasons
+    return "run failed (see the Dagster UI for its event log)", {}
+
+
+def _day_reasons(message: str, days: list[dt.date]) -> dict[dt.date, str]:
+    """Each named day's own reason, from the failure's `<day>: <reason>; ...` description."""
+    reasons = {day: message for day in days}
+    for part in message.split("; "):
+        head, _, reason = part.partition(": ")
+        for day in days:
+            if head.endswith(day.isoformat()):
+                reasons[day] = reason
+    return reasons
 
 
 def _is_wrapper(error: object) -> bool:

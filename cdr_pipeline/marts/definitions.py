@@ -1,52 +1,29 @@
-"""KPI marts: DuckDB views over `calls`, and the small settings table they read.
+"""What each KPI mart holds: its columns, its meaning, and the SQL that computes some days of it.
 
-Every mart is a view, so it is always exactly as current as `calls` (a late call, a reloaded
-partition or a re-normalised day shows up at once, in every day it touches) and nothing can go
-stale. Two things a view cannot know by itself live in the one-row table `analytics_settings`:
-
-- `timezone`: the CDR_TIMEZONE the hour of a call is read in (`call_date` is already local);
-- `ner_causes`: the Q.850 codes that count as "ended by user behaviour" for NER (ITU-T E.425).
-
-`ensure_marts` creates the table (with the defaults) and the views; `configure_marts` writes the
-settings from the pipeline's configuration (the `analytics_marts` asset does it on every run).
-
-Definitions shared by the marts (docs/analytics.md states them for users):
+Every query reads `calls c` restricted to `c.call_date BETWEEN {lo} AND {hi}` (date literals, so
+DuckDB prunes row groups by their min/max `call_date`) and the one-row settings table
+`analytics_settings s`. `docs/analytics.md` states the definitions for users:
 
 - a call is *answered* when `answered_at` is not null;
-- ASR = answered calls / calls;
-- NER = (answered calls + unanswered calls whose `hangup_cause` is in `ner_causes`) / calls;
-- ACD = mean `duration_answered_s` over answered calls (calls never answered are not in the
-  denominator; an answered call with no duration recorded is left out of the mean);
+- ASR = answered calls / calls; NER = (answered + unanswered calls whose `hangup_cause` is in
+  `ner_causes`) / calls; ACD = mean `duration_answered_s` over answered calls;
 - billed minutes = sum of `duration_billed_s` / 60; cost = `billing_debit`;
-- cost per billed minute = billing_debit / billed minutes (null when nothing was billed);
-- a call occupies the half-open interval [`started_at`, `ended_at`): a call that ends at the very
-  instant another starts does not overlap it; a call without `ended_at` ends at
-  `started_at + duration_total_s`, and an empty interval (zero length, or no end at all) is never
-  in progress.
+- a call occupies the half-open interval [`started_at`, `ended_at`); without `ended_at` it ends at
+  `started_at + duration_total_s`; an empty interval is never in progress.
 """
 
 import datetime as dt
-from collections.abc import Sequence
+import hashlib
 
-import duckdb
+from cdr_pipeline.db import date_literal
 
-from cdr_pipeline.config import DEFAULT_NER_CAUSES, DEFAULT_TIMEZONE
-
-SETTINGS_TABLE = "analytics_settings"
-MART_VIEWS: tuple[str, ...] = (
+MART_TABLES: tuple[str, ...] = (
     "daily_kpis",
     "hourly_traffic",
     "destination_kpis",
     "hangup_cause_daily",
     "scenario_kpis",
 )
-
-_SETTINGS_DDL = f"""
-CREATE TABLE IF NOT EXISTS {SETTINGS_TABLE} (
-    timezone VARCHAR NOT NULL,
-    ner_causes SMALLINT[] NOT NULL
-)
-"""
 
 # Aggregates shared by every per-group mart. `c` is `calls`, `s` the settings row.
 _KPI_AGGREGATES = """
@@ -64,17 +41,24 @@ _KPI_AGGREGATES = """
         THEN (sum(c.billing_debit) * 60 / sum(c.duration_billed_s))::DECIMAL(18, 6)
     END AS cost_per_billed_minute"""
 
-_FROM_CALLS = f"FROM calls c CROSS JOIN {SETTINGS_TABLE} s"
+_DAYS = "FROM calls c CROSS JOIN analytics_settings s WHERE c.call_date BETWEEN {lo} AND {hi}"
 
 # Concurrency only rises when a call starts, so a day's peak is the highest number of calls in
-# progress just after one of that day's calls started. The running sum runs over every call of
-# the direction, whatever day it started on: a call still in progress after midnight counts in
-# the next day's peak. At equal instants ends (-1) sort before starts (+1): half-open intervals.
-_PEAK_CONCURRENCY = """
+# progress just after one of that day's calls started. The running sum starts {span} days before
+# the first day computed (`span`: the longest call seen, in midnights crossed), so a call still in
+# progress after midnight counts in the next day's peak. At equal instants ends (-1) sort before
+# starts (+1): half-open intervals.
+_DAILY_KPIS = f"""
+WITH
+    per_day AS (
+        SELECT c.call_date, c.direction, {_KPI_AGGREGATES}
+        {_DAYS}
+        GROUP BY c.call_date, c.direction
+    ),
     intervals AS (
-        SELECT call_date, direction, started_at,
-               coalesce(ended_at, started_at + to_seconds(duration_total_s)) AS ended_at
-        FROM calls
+        SELECT c.call_date, c.direction, c.started_at,
+               coalesce(c.ended_at, c.started_at + to_seconds(c.duration_total_s)) AS ended_at
+        FROM calls c WHERE c.call_date BETWEEN {{reach}} AND {{hi}}
     ),
     events AS (
         SELECT direction, started_at AS instant, 1 AS delta, call_date AS start_day
@@ -92,19 +76,9 @@ _PEAK_CONCURRENCY = """
     ),
     peaks AS (
         SELECT start_day AS call_date, direction, max(in_progress)::BIGINT AS peak_concurrent_calls
-        FROM levels WHERE start_day IS NOT NULL
+        FROM levels WHERE start_day BETWEEN {{lo}} AND {{hi}}
         GROUP BY ALL
-    )"""
-
-DAILY_KPIS_SQL = f"""
-CREATE OR REPLACE VIEW daily_kpis AS
-WITH
-    per_day AS (
-        SELECT c.call_date, c.direction, {_KPI_AGGREGATES}
-        {_FROM_CALLS}
-        GROUP BY c.call_date, c.direction
-    ),
-{_PEAK_CONCURRENCY}
+    )
 SELECT
     d.call_date, d.direction, d.calls, d.answered_calls, d.asr, d.ner, d.acd_s,
     d.billed_minutes, d.billing_debit, d.billing_credit, d.cost_per_billed_minute,
@@ -113,8 +87,7 @@ FROM per_day d
 LEFT JOIN peaks p USING (call_date, direction)
 """
 
-HOURLY_TRAFFIC_SQL = f"""
-CREATE OR REPLACE VIEW hourly_traffic AS
+_HOURLY_TRAFFIC = f"""
 SELECT
     c.call_date,
     hour(timezone(s.timezone, c.started_at))::TINYINT AS hour,
@@ -122,46 +95,63 @@ SELECT
     count(*)::BIGINT AS calls,
     count(c.answered_at)::BIGINT AS answered_calls,
     (coalesce(sum(c.duration_billed_s), 0) / 60)::DOUBLE AS billed_minutes
-{_FROM_CALLS}
+{_DAYS}
 GROUP BY ALL
 """
 
-DESTINATION_KPIS_SQL = f"""
-CREATE OR REPLACE VIEW destination_kpis AS
+_DESTINATION_KPIS = f"""
 SELECT c.call_date, c.direction, c.billing_destination_label, {_KPI_AGGREGATES}
-{_FROM_CALLS}
+{_DAYS}
 GROUP BY c.call_date, c.direction, c.billing_destination_label
 """
 
-HANGUP_CAUSE_DAILY_SQL = """
-CREATE OR REPLACE VIEW hangup_cause_daily AS
+_HANGUP_CAUSE_DAILY = f"""
 SELECT
-    call_date, direction, hangup_cause, hangup_cause_name, hangup_cause_class, hangup_source,
+    c.call_date, c.direction, c.hangup_cause, c.hangup_cause_name, c.hangup_cause_class,
+    c.hangup_source,
     count(*)::BIGINT AS calls,
-    (count(*) / sum(count(*)) OVER (PARTITION BY call_date, direction))::DOUBLE AS share
-FROM calls
-GROUP BY call_date, direction, hangup_cause, hangup_cause_name, hangup_cause_class, hangup_source
+    (count(*) / sum(count(*)) OVER (PARTITION BY c.call_date, c.direction))::DOUBLE AS share
+{_DAYS}
+GROUP BY c.call_date, c.direction, c.hangup_cause, c.hangup_cause_name, c.hangup_cause_class,
+         c.hangup_source
 """
 
-SCENARIO_KPIS_SQL = f"""
-CREATE OR REPLACE VIEW scenario_kpis AS
+_SCENARIO_KPIS = f"""
 SELECT c.call_date, c.direction, c.scenario_sid, c.scenario_name, c.scenario_type_name,
        {_KPI_AGGREGATES}
-{_FROM_CALLS}
+{_DAYS}
 GROUP BY c.call_date, c.direction, c.scenario_sid, c.scenario_name, c.scenario_type_name
 """
 
-MART_SQL: dict[str, str] = {
-    "daily_kpis": DAILY_KPIS_SQL,
-    "hourly_traffic": HOURLY_TRAFFIC_SQL,
-    "destination_kpis": DESTINATION_KPIS_SQL,
-    "hangup_cause_daily": HANGUP_CAUSE_DAILY_SQL,
-    "scenario_kpis": SCENARIO_KPIS_SQL,
+_MART_SELECTS: dict[str, str] = {
+    "daily_kpis": _DAILY_KPIS,
+    "hourly_traffic": _HOURLY_TRAFFIC,
+    "destination_kpis": _DESTINATION_KPIS,
+    "hangup_cause_daily": _HANGUP_CAUSE_DAILY,
+    "scenario_kpis": _SCENARIO_KPIS,
 }
 
 
-# Each mart's columns: (name, DuckDB type, meaning). The Dagster column schemas, docs/analytics.md
-# and test_marts.py follow this table.
+def mart_select(mart: str, first: dt.date, last: dt.date, span_days: int) -> str:
+    """The SELECT computing `mart` for the days `first` to `last`, inclusive.
+
+    `span_days`: the most midnights any call in `calls` crosses (the peak concurrency of a day
+    counts the calls started up to that many days before).
+    """
+    return _MART_SELECTS[mart].format(
+        lo=date_literal(first),
+        hi=date_literal(last),
+        reach=date_literal(first - dt.timedelta(days=span_days)),
+    )
+
+
+# A fingerprint of the definitions: marts computed by other definitions must be rebuilt.
+DEFINITION_VERSION = hashlib.sha256(
+    "\n".join(_MART_SELECTS[m] for m in MART_TABLES).encode()
+).hexdigest()[:16]
+
+# Each mart's columns: (name, DuckDB type, meaning). The tables' DDL, the Dagster column schemas,
+# docs/analytics.md and test_marts.py follow this table.
 _KPI_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("calls", "BIGINT", "calls"),
     ("answered_calls", "BIGINT", "calls with answered_at set"),
@@ -238,48 +228,10 @@ MART_DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def ensure_marts(con: duckdb.DuckDBPyConnection) -> None:
-    """Create `analytics_settings` (defaults if empty) and the mart views. Needs `calls`."""
-    con.execute(_SETTINGS_DDL)
-    con.execute(
-        f"INSERT INTO {SETTINGS_TABLE} SELECT ?, ?::SMALLINT[] "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {SETTINGS_TABLE})",
-        [DEFAULT_TIMEZONE, list(DEFAULT_NER_CAUSES)],
+def mart_ddl(mart: str) -> str:
+    """`CREATE TABLE IF NOT EXISTS` for a mart, from its columns (`call_date` never null)."""
+    columns = ",\n    ".join(
+        f"{name} {sql_type}{' NOT NULL' if name in ('call_date', 'direction') else ''}"
+        for name, sql_type, _ in MART_COLUMNS[mart]
     )
-    for sql in MART_SQL.values():
-        con.execute(sql)
-
-
-def configure_marts(
-    con: duckdb.DuckDBPyConnection, *, timezone: str, ner_causes: Sequence[int]
-) -> None:
-    """Set the timezone of `hourly_traffic` and the NER cause codes every mart reads."""
-    ensure_marts(con)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(f"DELETE FROM {SETTINGS_TABLE}")
-        con.execute(
-            f"INSERT INTO {SETTINGS_TABLE} VALUES (?, ?::SMALLINT[])",
-            [timezone, sorted(set(ner_causes))],
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-
-
-def mart_settings(con: duckdb.DuckDBPyConnection) -> tuple[str, tuple[int, ...]]:
-    """The (timezone, NER cause codes) the marts currently use."""
-    rows = con.execute(f"SELECT timezone, ner_causes FROM {SETTINGS_TABLE}").fetchall()
-    if not rows:
-        return DEFAULT_TIMEZONE, DEFAULT_NER_CAUSES
-    return rows[0][0], tuple(rows[0][1])
-
-
-def mart_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> dict[str, int]:
-    """How many rows each mart holds for `call_date = day`."""
-    counts = {}
-    for view in MART_VIEWS:
-        sql = f"SELECT count(*) FROM {view} WHERE call_date = ?::DATE"
-        counts[view] = int(con.execute(sql, [day]).fetchall()[0][0])
-    return counts
+    return f"CREATE TABLE IF NOT EXISTS {mart} (\n    {columns}\n)"

@@ -1,0 +1,227 @@
+"""A range of days through the pipeline, as the Dagster assets run it (no Dagster here).
+
+- `land_days`: fetch each day's two exports and type them into the Parquet lake. Downloads of
+  different days overlap (a few at a time), while the typing runs one day at a time as the
+  downloads complete, so memory depends on one day, never on the range's length. The first day
+  is fetched alone: a rejected key or a wrong URL costs one request, not one per day.
+- `load_days`: load each day into DuckDB (one transaction per day), then refresh the marts of
+  every day the loads changed, once for the range.
+
+A day that fails is reported by date with its reason; the other days of the range go on.
+"""
+
+import datetime as dt
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+
+from cdr_pipeline import marts, merge, normalize, warehouse
+from cdr_pipeline.callr.client import (
+    CallrAuthError,
+    CallrExportClient,
+    CallrRequestError,
+    ExportDownload,
+)
+from cdr_pipeline.config import DEFAULT_FETCH_CONCURRENCY, day_window
+from cdr_pipeline.schema import DIRECTIONS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LandedDay:
+    """One day's exports on disk."""
+
+    day: dt.date
+    window: tuple[dt.datetime, dt.datetime]
+    downloads: tuple[ExportDownload, ...]
+    rows: dict[str, int]  # data records per direction
+    fetch_s: float
+
+
+@dataclass(frozen=True)
+class TypedDay:
+    """One day typed into the lake."""
+
+    day: dt.date
+    stats: normalize.NormalizeStats
+    published: tuple[Path, ...]
+    typed_rows: int  # read back from the published files
+    rejected_rows: int  # read back from the published rejects file
+    parquet_bytes: int
+    normalize_s: float
+    preview: pl.DataFrame
+
+    @property
+    def reconciled(self) -> bool:
+        """Raw records = typed + rejected + collapsed duplicates, each counted independently."""
+        return self.stats.raw_rows == (
+            self.typed_rows + self.rejected_rows + self.stats.duplicate_rows
+        )
+
+
+@dataclass
+class LandingResult:
+    """What `land_days` did, day by day."""
+
+    landed: dict[dt.date, LandedDay] = field(default_factory=dict)
+    typed: dict[dt.date, TypedDay] = field(default_factory=dict)
+    failures: dict[dt.date, str] = field(default_factory=dict)
+
+
+def fetch_day(
+    client: CallrExportClient, lake: warehouse.Lake, day: dt.date, timezone: str
+) -> LandedDay:
+    """Download both directions' exports of local `day` into the raw landing."""
+    started = time.perf_counter()
+    window = day_window(day, timezone)
+    downloads = client.fetch_exports(
+        {direction: lake.raw_file(day, direction) for direction in DIRECTIONS}, *window
+    )
+    rows = {d.direction: normalize.count_csv_rows(d.path) for d in downloads}
+    return LandedDay(day, window, tuple(downloads), rows, time.perf_counter() - started)
+
+
+def type_day(lake: warehouse.Lake, day: dt.date, timezone: str) -> TypedDay:
+    """Type the day's raw exports into the Parquet lake (published atomically, see
+    `warehouse.publish_partition`); counts read back from the published files."""
+    files = [normalize.ExportFile(lake.raw_file(day, d), d) for d in DIRECTIONS]
+    staging = lake.staging_dir / f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    started = time.perf_counter()
+    try:
+        plan = normalize.normalize_exports(files, partition_date=day, timezone=timezone)
+        stats = normalize.write_normalized(
+            plan,
+            pl.PartitionBy(
+                staging / "calls",
+                key="call_date",
+                include_key=True,
+                approximate_bytes_per_file=None,
+            ),
+            staging / "rejects.parquet",
+        )
+        staged = sorted((staging / "calls").glob("call_date=*/*.parquet"))
+        published = warehouse.publish_partition(lake, day, staged, staging / "rejects.parquet")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    rejects = lake.rejects_file(day)
+    # Five rows, read lazily: reading the file and then taking its head would load the day.
+    preview = pl.scan_parquet(published[0]).head(5).collect() if published else pl.DataFrame()
+    return TypedDay(
+        day=day,
+        stats=stats,
+        published=tuple(published),
+        typed_rows=sum(pq.ParquetFile(p).metadata.num_rows for p in published),
+        rejected_rows=pq.ParquetFile(rejects).metadata.num_rows,
+        parquet_bytes=sum(p.stat().st_size for p in [*published, rejects]),
+        normalize_s=elapsed,
+        preview=preview,
+    )
+
+
+def land_days(
+    days: Iterable[dt.date],
+    lake: warehouse.Lake,
+    timezone: str,
+    *,
+    client: CallrExportClient | None,
+    typing: bool = True,
+    concurrency: int = DEFAULT_FETCH_CONCURRENCY,
+    on_day: Callable[[dt.date, str | None], None] = lambda _day, _error: None,
+) -> LandingResult:
+    """Fetch (when `client` is given) and type (when `typing`) each of `days`.
+
+    Raises:
+        CallrError: the first day's fetch failed: the key, the URL or the API itself is wrong,
+            so no other day is tried.
+    """
+    ordered = sorted(set(days))
+    result = LandingResult()
+    if not ordered:
+        return result
+
+    def finish(day: dt.date, landed: Future | None) -> None:
+        try:
+            if landed is not None:
+                result.landed[day] = landed.result()
+            if typing:
+                result.typed[day] = type_day(lake, day, timezone)
+        except Exception as error:  # one day's failure is reported, not fatal
+            result.failures[day] = str(error) or type(error).__name__
+            log.warning("%s failed: %s", day, result.failures[day])
+        on_day(day, result.failures.get(day))
+
+    if client is None:
+        for day in ordered:
+            finish(day, None)
+        return result
+    with ThreadPoolExecutor(max(concurrency, 1), thread_name_prefix="callr-day") as pool:
+        first = pool.submit(fetch_day, client, lake, ordered[0], timezone)
+        wait([first])
+        if isinstance(first.exception(), CallrAuthError | CallrRequestError):
+            raise first.exception()  # the key or the URL: every day would fail the same way
+        pending = {pool.submit(fetch_day, client, lake, d, timezone): d for d in ordered[1:]}
+        finish(ordered[0], first)
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=pending.__getitem__):
+                finish(pending.pop(future), future)
+    return result
+
+
+@dataclass
+class LoadResult:
+    """What `load_days` did."""
+
+    loads: dict[dt.date, warehouse.LoadStats] = field(default_factory=dict)
+    refreshed_days: list[dt.date] = field(default_factory=list)
+    window: merge.Window | None = None
+    duplicates: int = 0
+    duplicate_examples: list[int] = field(default_factory=list)
+    seconds: dict[dt.date, float] = field(default_factory=dict)
+
+
+def load_days(
+    con: duckdb.DuckDBPyConnection,
+    lake: warehouse.Lake,
+    days: Iterable[dt.date],
+    *,
+    settings: marts.MartSettings,
+    load_calls: bool = True,
+    refresh: bool = True,
+) -> LoadResult:
+    """Load each day (one transaction each, in date order), then refresh the changed marts.
+
+    The marts' settings are checked before anything is loaded (`marts.MartSettingsError`).
+    The uniqueness of `call_id` is checked over the call dates the loads read and wrote.
+    """
+    warehouse.ensure_schema(con)
+    marts.check_settings(con, settings)
+    result = LoadResult()
+    for day in sorted(set(days)):
+        if not load_calls:
+            break
+        started = time.perf_counter()
+        stats = warehouse.load_partition(con, lake, day, timezone=settings.timezone)
+        result.loads[day] = stats
+        result.seconds[day] = time.perf_counter() - started
+        if stats.window is not None:
+            result.window = stats.window.union(result.window)
+    if refresh:
+        result.refreshed_days = marts.refresh_pending(con, settings)
+    if result.window is not None:
+        result.duplicates, result.duplicate_examples = warehouse.duplicate_call_ids(
+            con, result.window
+        )
+    return result
