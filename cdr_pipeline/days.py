@@ -36,6 +36,8 @@ from cdr_pipeline.schema import DIRECTIONS
 
 log = logging.getLogger(__name__)
 
+LOAD_BATCH_ROWS = 500_000  # incoming calls per load transaction, when days are small
+
 
 @dataclass(frozen=True)
 class LandedDay:
@@ -180,6 +182,25 @@ def land_days(
     return result
 
 
+def load_batches(
+    lake: warehouse.Lake, days: Iterable[dt.date], max_rows: int = LOAD_BATCH_ROWS
+) -> list[list[dt.date]]:
+    """Days in order, grouped into loads of at most `max_rows` incoming calls (a bigger day
+    alone): one transaction costs a dozen statements, worth sharing between small days, while
+    a big day's load stays its own (memory follows the rows a load holds, not the range)."""
+    batches: list[list[dt.date]] = []
+    rows = 0
+    for day in sorted(set(days)):
+        size = sum(pq.ParquetFile(p).metadata.num_rows for p in lake.calls_files(day))
+        if batches and rows + size <= max_rows:
+            batches[-1].append(day)
+            rows += size
+        else:
+            batches.append([day])
+            rows = size
+    return batches
+
+
 @dataclass
 class LoadResult:
     """What `load_days` did."""
@@ -209,15 +230,15 @@ def load_days(
     warehouse.ensure_schema(con)
     marts.check_settings(con, settings)
     result = LoadResult()
-    for day in sorted(set(days)):
-        if not load_calls:
-            break
+    for batch in load_batches(lake, days) if load_calls else []:
         started = time.perf_counter()
-        stats = warehouse.load_partition(con, lake, day, timezone=settings.timezone)
-        result.loads[day] = stats
-        result.seconds[day] = time.perf_counter() - started
-        if stats.window is not None:
-            result.window = stats.window.union(result.window)
+        loaded = warehouse.load_partitions(con, lake, batch, timezone=settings.timezone)
+        seconds = (time.perf_counter() - started) / len(batch)
+        for day, stats in loaded.items():
+            result.loads[day] = stats
+            result.seconds[day] = seconds
+            if stats.window is not None:
+                result.window = stats.window.union(result.window)
     if refresh:
         result.refreshed_days = marts.refresh_pending(con, settings)
     if result.window is not None:

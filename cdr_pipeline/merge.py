@@ -96,12 +96,24 @@ def describe_incoming(
 
 
 @dataclass(frozen=True)
+class Owned:
+    """The stored rows a merge re-loads: the partitions' previous rows, which their new exports
+    replace (a partition's re-load drops what its export no longer holds)."""
+
+    condition: str  # SQL over stored rows `c`: the rows the partitions loaded before
+    window: Window | None  # their call dates
+
+
+@dataclass(frozen=True)
 class MergeResult:
-    """What a merge did to `calls`."""
+    """What a merge did to `calls`. It leaves two temporary tables for the caller: `orphaned`
+    (owned rows no incoming row replaces) and `downgraded` (owned rows replaced by a copy that
+    ranks lower: another partition's Parquet may hold a better one), both with `call_id`,
+    `call_date`, `end_day` and the `owner` partition."""
 
     written: int  # incoming rows now stored (inserted, or replacing a stored copy)
     kept: int  # incoming rows a stored copy outranks
-    removed: int  # rows removed without an incoming replacement (`orphaned`)
+    removed: int  # owned rows removed without an incoming replacement
     window: Window | None
     calls_read: TableReads  # what the merge read of `calls`: a few days' row groups
 
@@ -112,58 +124,60 @@ def merge(
     *,
     timezone: str,
     replace_when: str,
-    orphans: str | None = None,
-    window: Window | None = None,
+    owned: Owned | None = None,
 ) -> MergeResult:
     """Merge `incoming` into `calls`, inside the caller's transaction.
 
     Args:
-        incoming: the rows, from `describe_incoming`.
+        incoming: the rows, one per `call_id`, from `describe_incoming`.
         timezone: CDR_TIMEZONE, for the days a changed call is in progress on.
         replace_when: SQL over the incoming row `i` and its stored copy `c`: true when the
             incoming row replaces the stored one (else the stored one stays, the incoming is
             dropped).
-        orphans: SQL over stored rows `c`: the rows this merge owns; those whose `call_id` is
-            not incoming are removed (a day's re-load drops what its export no longer holds).
-            They are left in the temporary table `orphaned` (`call_id`, `call_date`).
-        window: the `call_date` range of the rows `orphans` selects, if any.
+        owned: the stored rows being re-loaded, if any (see `Owned`); they are always
+            replaced, or removed when no incoming copy of their call is left.
 
     Returns:
         The counts; the changed days are on the marts' pending list.
     """
-    scope = incoming.window.union(window) if incoming.window else window
+    scope = incoming.window.union(owned.window if owned else None) if incoming.window else None
+    scope = scope or (owned.window if owned else None)
     if scope is None:
-        con.execute("CREATE OR REPLACE TEMP TABLE orphaned (call_id BIGINT, call_date DATE)")
+        _empty_leftovers(con)
         return MergeResult(0, 0, 0, None, TableReads())
     scope = scope.widened()
     where = scope.sql("c")
     ends = end_day("c", timezone)
+    mine = f"({owned.condition})" if owned else "false"
     reads = execute_measuring(
         con,
         "calls",
         "CREATE OR REPLACE TEMP TABLE matched AS "
         f"SELECT c.rowid AS rid, c.call_id, c.call_date, {ends} AS end_day, "
-        f"({replace_when}) AS replaced "
+        f"c.load_partition AS owner, {mine} OR ({replace_when}) AS replaced, "
+        f"{mine} AND {RANK.format(t='i')} < {RANK.format(t='c')} AS downgraded "
         f"FROM calls c JOIN {incoming.relation} ON c.call_id = i.call_id WHERE {where}",
         incoming.params,
     )
-    if orphans is not None:
+    if owned is not None:
         reads.add(
             execute_measuring(
                 con,
                 "calls",
                 "CREATE OR REPLACE TEMP TABLE orphaned AS "
-                f"SELECT c.rowid AS rid, c.call_id, c.call_date, {ends} AS end_day FROM calls c "
-                f"WHERE {where} AND ({orphans}) AND NOT EXISTS "
+                f"SELECT c.rowid AS rid, c.call_id, c.call_date, {ends} AS end_day, "
+                f"c.load_partition AS owner FROM calls c "
+                f"WHERE {where} AND {mine} AND NOT EXISTS "
                 f"(SELECT 1 FROM {incoming.relation} WHERE i.call_id = c.call_id)",
                 incoming.params,
             )
         )
     else:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE orphaned "
-            "(rid BIGINT, call_id BIGINT, call_date DATE, end_day DATE)"
-        )
+        _empty_leftovers(con, matched=False)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE downgraded AS "
+        "SELECT call_id, call_date, end_day, owner FROM matched WHERE downgraded"
+    )
     removed = count(con, "SELECT count(*) FROM orphaned")
     # The days of every stored row about to go, before it goes.
     marts.mark_pending(
@@ -194,12 +208,21 @@ def merge(
     written = 0
     if incoming.rows:
         written = count(
-            con,
-            f"INSERT INTO calls BY NAME SELECT i.* FROM {survivors}",
-            incoming.params,
+            con, f"INSERT INTO calls BY NAME SELECT i.* FROM {survivors}", incoming.params
         )
     marts.note_span(con, incoming.span_days)
     return MergeResult(written, kept, removed, scope, reads)
+
+
+def _empty_leftovers(con: duckdb.DuckDBPyConnection, *, matched: bool = True) -> None:
+    columns = "(rid BIGINT, call_id BIGINT, call_date DATE, end_day DATE, owner DATE)"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE orphaned {columns}")
+    if matched:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE matched (rid BIGINT, call_id BIGINT, call_date DATE, "
+            "end_day DATE, owner DATE, replaced BOOLEAN, downgraded BOOLEAN)"
+        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE downgraded {columns}")
 
 
 def spanned_days(rows: str) -> str:

@@ -239,111 +239,195 @@ def load_partition(
     partition: dt.date,
     *,
     timezone: str,
-    source: str = "export",
 ) -> LoadStats:
-    """Load a partition's published Parquet into `calls` and `call_rejects`, in one transaction.
+    """Load one partition's published Parquet (see `load_partitions`)."""
+    return load_partitions(con, lake, [partition], timezone=timezone)[partition]
 
-    The partition's rows replace what it loaded before (see `merge.merge` for the rank and the
-    window it reads); the calls it loaded before and its export no longer holds are removed, and
-    restored from another partition's Parquet if one carries them; its rejects are replaced.
-    The days whose marts change are left on the marts' pending list. The Parquet files are read
-    by each statement that needs them, never copied whole into memory.
+
+def load_partitions(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    partitions: Sequence[dt.date],
+    *,
+    timezone: str,
+) -> dict[dt.date, LoadStats]:
+    """Load partitions' published Parquet into `calls` and `call_rejects`, in one transaction.
+
+    Each partition's rows replace what it loaded before (see `merge.merge` for the rank and the
+    window it reads): its previous rows go, the calls its export no longer holds are removed
+    (and restored from another partition's Parquet if one carries them), its rejects are
+    replaced. Loading several partitions at once gives the same tables as loading them one
+    after the other, in any order; it only saves statements (worth it for small days). The
+    days whose marts change are left on the marts' pending list. The Parquet files are read by
+    each statement that needs them, never copied whole into memory.
     """
     ensure_schema(con)
-    files = [str(p) for p in lake.calls_files(partition)]
-    rejects_file = lake.rejects_file(partition)
-    day = date_literal(partition)
-    relation = (
-        f"(SELECT {merge.CALL_NAMES}, {day} AS load_partition "
-        "FROM read_parquet(?, hive_partitioning = false)) i"
+    days = sorted(set(partitions))
+    files = {day: [str(p) for p in lake.calls_files(day)] for day in days}
+    loaded = [day for day in days if files[day]]
+    copies = " UNION ALL ".join(
+        f"SELECT {merge.CALL_NAMES}, {date_literal(day)} AS load_partition "
+        "FROM read_parquet(?, hive_partitioning = false)"
+        for day in loaded
     )
-    owned = f"c.load_partition = {day} AND c.source = '{source}'"
-    with transaction(con, "matched", "orphaned"):
-        if files:
-            incoming = merge.describe_incoming(con, relation, [files], timezone)
-        else:
+    params = [files[day] for day in loaded]
+    batch = ", ".join(date_literal(day) for day in days)
+    owned = f"c.load_partition IN ({batch}) AND c.source = 'export'"
+    with transaction(con, "matched", "orphaned", "downgraded", "superseded", "better"):
+        if not loaded:
             incoming = merge.Incoming("(SELECT * FROM calls LIMIT 0) i", [], 0, None, 0)
-        previous = _owned_window(con, owned)
+            per_day: dict[dt.date, int] = {}
+        else:
+            relation = _best_copies(con, copies, params, several=len(loaded) > 1)
+            incoming = merge.describe_incoming(con, relation, params, timezone)
+            per_day = dict(
+                con.execute(
+                    f"SELECT load_partition, count(*) FROM ({copies}) GROUP BY 1", params
+                ).fetchall()
+            )
         result = merge.merge(
             con,
             incoming,
             timezone=timezone,
             replace_when=f"{merge.RANK.format(t='i')} >= {merge.RANK.format(t='c')}",
-            orphans=owned,
-            window=previous,
+            owned=merge.Owned(owned, _owned_window(con, owned)),
         )
         restored = (
-            _restore_orphans(con, lake, partition, result.window, timezone)
-            if result.removed and result.window
-            else 0
+            _restore_better_copies(con, lake, days, result.window, timezone)
+            if result.window
+            else {}
         )
-        con.execute(f"DELETE FROM {REJECTS_TABLE} WHERE call_date = {day} AND source = ?", [source])
-        rejects = _append_rejects(con, [rejects_file] if rejects_file.exists() else [])
-        partition_calls = count(con, f"SELECT count(*) FROM {CALLS_TABLE} WHERE call_date = {day}")
-        if source == "export":
-            con.execute(
-                f"INSERT OR REPLACE INTO {LOADS_TABLE} VALUES ({day}, now(), ?, ?, ?)",
-                [incoming.rows, result.written, rejects],
-            )
-    return LoadStats(
-        incoming_calls=incoming.rows,
-        calls_written=result.written,
-        calls_kept_elsewhere=result.kept,
-        calls_removed=result.removed,
-        calls_restored=restored,
-        rejects=rejects,
-        partition_calls=partition_calls,
-        window=result.window,
-        calls_read=result.calls_read,
+        stats = _partition_stats(con, days, per_day, result, restored, lake)
+    return stats
+
+
+def _best_copies(
+    con: duckdb.DuckDBPyConnection, copies: str, params: list, *, several: bool
+) -> str:
+    """The incoming relation, one row per call: a call several of the partitions carry (in
+    progress at midnight) comes with its best-ranked copy only."""
+    if not several:
+        return f"({copies}) i"
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE superseded AS "
+        f"SELECT call_id, load_partition FROM ({copies}) o "
+        f"WHERE call_id IN (SELECT call_id FROM ({copies}) GROUP BY call_id HAVING count(*) > 1) "
+        f"QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {merge.RANK.format(t='o')} "
+        "DESC) > 1",
+        params + params,
+    )
+    return (
+        f"(SELECT * FROM ({copies}) o WHERE NOT EXISTS (SELECT 1 FROM superseded s "
+        "WHERE s.call_id = o.call_id AND s.load_partition = o.load_partition)) i"
     )
 
 
 def _owned_window(con: duckdb.DuckDBPyConnection, owned: str) -> merge.Window | None:
-    """The call dates of the rows a partition stored before (its rows are contiguous: DuckDB
-    finds them by the row groups' min/max `load_partition`)."""
+    """The call dates of the rows partitions stored before (a partition's rows are contiguous:
+    DuckDB finds them by the row groups' min/max `load_partition`)."""
     row = first_row(con, f"SELECT min(c.call_date), max(c.call_date) FROM calls c WHERE {owned}")
     return merge.Window(row[0], row[1]) if row and row[0] is not None else None
 
 
-def _restore_orphans(
+def _restore_better_copies(
     con: duckdb.DuckDBPyConnection,
     lake: Lake,
-    partition: dt.date,
+    partitions: Sequence[dt.date],
     window: merge.Window,
     timezone: str,
-) -> int:
-    """Re-insert orphaned calls that another partition's Parquet still carries (rare): only the
-    files of the call dates in the load's window can hold them."""
-    mine = _part_name(partition)
+) -> dict[dt.date, int]:
+    """Calls the load removed (or replaced by a lower-ranked copy of their own partition's new
+    export) that another partition's Parquet carries better: that copy is stored instead (rare).
+    Only the files of the call dates in the load's window can hold them. Restored rows, by the
+    partition whose load removed them."""
+    mine = {_part_name(p) for p in partitions}
     others = [
         str(path)
         for day in window.days()
         for path in sorted((lake.calls_dir / f"call_date={day.isoformat()}").glob("part-*.parquet"))
-        if path.name != mine
+        if path.name not in mine
     ]
-    if not others:
-        return 0
-    restored = count(
-        con,
-        f"INSERT INTO calls BY NAME "
-        f"SELECT {merge.CALL_NAMES}, load_partition FROM ("
-        f"  SELECT *, regexp_extract(filename, 'part-(\\d{{4}}-\\d{{2}}-\\d{{2}})', 1)::DATE"
-        f"    AS load_partition"
-        f"  FROM read_parquet(?, hive_partitioning = false, filename = true)"
-        f"  WHERE call_id IN (SELECT call_id FROM orphaned)"
-        f") o "
-        f"QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {merge.RANK.format(t='o')} DESC)"
-        " = 1",
+    candidates = (
+        "SELECT call_id, owner FROM orphaned UNION ALL SELECT call_id, owner FROM downgraded"
+    )
+    if not others or not count(con, f"SELECT count(*) FROM ({candidates})"):
+        return {}
+    where = window.sql("c")
+    named = (
+        f"SELECT {merge.CALL_NAMES}, regexp_extract(filename, "
+        "'part-(\\d{4}-\\d{2}-\\d{2})', 1)::DATE AS load_partition "
+        "FROM read_parquet(?, hive_partitioning = false, filename = true) "
+        f"WHERE call_id IN (SELECT call_id FROM ({candidates}))"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE better AS SELECT o.* FROM ("
+        f"  SELECT * FROM ({named}) p QUALIFY row_number() OVER ("
+        f"    PARTITION BY call_id ORDER BY {merge.RANK.format(t='p')} DESC) = 1"
+        f") o LEFT JOIN calls c ON c.call_id = o.call_id AND {where} "
+        f"WHERE c.call_id IS NULL OR {merge.RANK.format(t='o')} > {merge.RANK.format(t='c')}",
         [others],
     )
     marts.mark_pending(
         con,
         merge.spanned_days(
             f"SELECT c.call_date, {merge.end_day('c', timezone)} FROM calls c "
-            f"WHERE {window.sql('c')} AND c.call_id IN (SELECT call_id FROM orphaned)"
+            f"WHERE {where} AND c.call_id IN (SELECT call_id FROM better) "
+            f"UNION ALL SELECT b.call_date, {merge.end_day('b', timezone)} FROM better b"
         ),
     )
-    return restored
+    con.execute(f"DELETE FROM calls c WHERE {where} AND c.call_id IN (SELECT call_id FROM better)")
+    con.execute("INSERT INTO calls BY NAME SELECT * FROM better")
+    rows = con.execute(
+        f"SELECT k.owner, count(*) FROM better b JOIN ({candidates}) k USING (call_id) GROUP BY 1"
+    ).fetchall()
+    return {owner: int(n) for owner, n in rows}
+
+
+def _partition_stats(
+    con: duckdb.DuckDBPyConnection,
+    days: Sequence[dt.date],
+    incoming: dict[dt.date, int],
+    result: merge.MergeResult,
+    restored: dict[dt.date, int],
+    lake: Lake,
+) -> dict[dt.date, LoadStats]:
+    """Each partition's share of a load; its rejects replaced, its ledger row written."""
+    batch = ", ".join(date_literal(day) for day in days)
+    window = result.window.sql("c") if result.window else "true"
+    written = dict(
+        con.execute(
+            f"SELECT c.load_partition, count(*) FROM calls c WHERE {window} AND "
+            f"c.load_partition IN ({batch}) AND c.source = 'export' GROUP BY 1"
+        ).fetchall()
+    )
+    removed = dict(con.execute("SELECT owner, count(*) FROM orphaned GROUP BY 1").fetchall())
+    stored = dict(
+        con.execute(
+            f"SELECT call_date, count(*) FROM {CALLS_TABLE} WHERE call_date IN ({batch}) GROUP BY 1"
+        ).fetchall()
+    )
+    con.execute(f"DELETE FROM {REJECTS_TABLE} WHERE call_date IN ({batch}) AND source = 'export'")
+    stats = {}
+    for day in days:
+        rejects_file = lake.rejects_file(day)
+        rejects = _append_rejects(con, [rejects_file] if rejects_file.exists() else [])
+        arrived, kept_here = incoming.get(day, 0), written.get(day, 0)
+        con.execute(
+            f"INSERT OR REPLACE INTO {LOADS_TABLE} VALUES ({date_literal(day)}, now(), ?, ?, ?)",
+            [arrived, kept_here, rejects],
+        )
+        stats[day] = LoadStats(
+            incoming_calls=arrived,
+            calls_written=kept_here,
+            calls_kept_elsewhere=arrived - kept_here,
+            calls_removed=removed.get(day, 0),
+            calls_restored=restored.get(day, 0),
+            rejects=rejects,
+            partition_calls=stored.get(day, 0),
+            window=result.window,
+            calls_read=result.calls_read,
+        )
+    return stats
 
 
 def replace_q850(con: duckdb.DuckDBPyConnection, frame: object) -> int:

@@ -14,6 +14,7 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 SCRIPT = PROJECT / "benchmarks" / "run.py"
 CORE_METHODS = ["pipeline", "core", "floor", "duckdb"]
+PROCESS_METHODS = ["e2e", "floor_cli"]
 
 
 def run_benchmark(tmp_path: Path, *args: str) -> tuple[str, dict]:
@@ -56,10 +57,15 @@ def check_consistent(output: str, results: dict, methods: list[str]) -> None:
     assert rows["floor"]["ratio_to_floor"] == pytest.approx(1.0)
     # The pipeline keeps one row per valid call: rejects and collapsed duplicates are not rows.
     assert rows["pipeline"]["rows_out"] == rows["core"]["rows_out"] < rows["floor"]["rows_out"]
+    if "e2e" in rows:  # the user's command: the same calls, timed against the floor's commands
+        assert rows["e2e"]["rows_out"] == rows["pipeline"]["rows_out"]
+        assert rows["floor_cli"]["rows_out"] == rows["floor"]["rows_out"]
+        assert rows["floor_cli"]["ratio_to_floor"] == pytest.approx(1.0)
+        assert rows["e2e"]["ratio_to_floor"] > 0
     assert rows["pipeline"]["dagster_overhead_s"] == pytest.approx(
         rows["pipeline"]["seconds"] - rows["core"]["seconds"]
     )
-    assert set(rows["pipeline"]["steps"]) >= {"raw_cdr_exports", "typed_calls", "warehouse_tables"}
+    assert set(rows["pipeline"]["steps"]) >= {"daily_exports", "warehouse_tables"}
     assert set(rows["core"]["phases"]) == {"fetch", "normalize", "load"}
     assert results["machine"]["cpus"]
 
@@ -72,7 +78,7 @@ def test_benchmark_smoke_without_dlt(tmp_path: Path) -> None:
         "<!-- benchmark:end -->\n\nHand-written findings.\n"
     )
     output, results = run_benchmark(tmp_path, "--no-dlt", "--write-doc", str(doc))
-    check_consistent(output, results, CORE_METHODS)
+    check_consistent(output, results, PROCESS_METHODS + CORE_METHODS)
     text = doc.read_text()
     assert text.startswith("# Performance\n\nHand-written intro.")
     assert text.endswith("<!-- benchmark:end -->\n\nHand-written findings.\n")

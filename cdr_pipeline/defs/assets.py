@@ -239,10 +239,15 @@ def build_landing_asset(
                 client=client,
                 typing=TYPED_KEY in context.selected_asset_keys,
                 concurrency=callr.fetch_concurrency,
-                on_day=lambda day, error: context.log.info(
-                    f"{day}: {'failed: ' + error if error else 'landed'}"
-                ),
             )
+        context.log.info(
+            f"{len(result.typed) or len(result.landed)} of {len(days)} day(s) landed"
+            + (
+                f"; failed: {', '.join(map(str, sorted(result.failures)))}"
+                if result.failures
+                else ""
+            )
+        )
         metadata = {
             RAW_KEY: {d: _landed_metadata(x) for d, x in result.landed.items()},
             TYPED_KEY: {d: _typed_metadata(x) for d, x in result.typed.items()},
