@@ -109,7 +109,24 @@ def _parser() -> argparse.ArgumentParser:
         help="trust X-Forwarded-For/-Proto from these proxy addresses (e.g. 127.0.0.1)",
     )
     receiver.set_defaults(command=cmd_receiver)
+
+    dagster = sub.add_parser(
+        "dagster",
+        help="start a Dagster process on the instance the environment selects (SQLite/PostgreSQL)",
+    )
+    dagster.add_argument("process", choices=["webserver", "daemon", "dev"])
+    dagster.add_argument(
+        "dagster_args", nargs=argparse.REMAINDER, help="passed on (e.g. --host 0.0.0.0 --port 3000)"
+    )
+    dagster.set_defaults(command=cmd_dagster)
     return parser
+
+
+def cmd_dagster(args: argparse.Namespace) -> int:
+    from cdr_pipeline.defs.instance import exec_dagster
+
+    exec_dagster(args.process, args.dagster_args, Settings.from_env().data_dir)
+    return 0  # not reached: the process became Dagster's
 
 
 def cmd_receiver(args: argparse.Namespace) -> int:

@@ -606,7 +606,9 @@ def upsert_realtime(
     )
 
 
-def snapshot(path: Path, target: Path, *, lock_wait_s: float = 60.0) -> Path:
+def snapshot(
+    path: Path, target: Path, *, lock_wait_s: float = 60.0, storage_version: str = "v1.0.0"
+) -> Path:
     """Copy the warehouse (tables and views) into `target`, a file analysts may keep open.
 
     A session on the warehouse itself blocks the loads for as long as it stays open; a session
@@ -614,13 +616,21 @@ def snapshot(path: Path, target: Path, *, lock_wait_s: float = 60.0) -> Path:
     any reader, while a load writes), so it holds whole loads only; it is written next to
     `target` and renamed over it, so a session still open on the previous snapshot keeps
     reading that one, intact, until it reconnects.
+
+    The snapshot is written in DuckDB's `storage_version` format, by default the oldest one
+    DuckDB writes (v1.0.0, storage version 64), which every DuckDB since 0.10 reads: the DuckDB
+    CLI and the drivers BI tools embed lag the library, whose own format (that of the warehouse
+    file) they cannot open. At demo size the copy has the same size and takes as long.
     """
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     with connect(path, read_only=True, lock_wait_s=lock_wait_s) as con:
         (source,) = con.execute("SELECT current_database()").fetchone() or ("",)
-        con.execute("ATTACH ? AS cdr_snapshot (READ_WRITE)", [str(partial)])
+        con.execute(
+            f"ATTACH ? AS cdr_snapshot (READ_WRITE, STORAGE_VERSION '{storage_version}')",
+            [str(partial)],
+        )
         try:
             con.execute(f'COPY FROM DATABASE "{source}" TO cdr_snapshot')
         finally:

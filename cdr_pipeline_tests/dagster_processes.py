@@ -1,12 +1,13 @@
-"""Real Dagster processes for end-to-end tests: `dagster dev` (webserver + daemon) on loopback.
+"""Real Dagster processes for end-to-end tests, on loopback.
 
-`DagsterDev` starts `dagster dev` against the project's `workspace.yaml`, with a temporary
-`DAGSTER_HOME` holding a copy of the project's `dagster.yaml`, in its own session (so the whole
-process tree can be stopped at once), and talks to it through the GraphQL API the UI uses.
-Every wait is bounded.
+`DagsterProcess` runs one Dagster process tree in its own session (so the whole tree can be
+stopped at once). `DagsterDev` starts `dagster dev` (or another webserver launcher, such as
+`cdr-pipeline dagster webserver`) against the project's `workspace.yaml`, with a temporary
+`DAGSTER_HOME`, and talks to it through the GraphQL API the UI uses. Every wait is bounded.
 """
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import signal
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from cdr_pipeline.callr.simulator import SimulatorServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE_YAML = PROJECT_ROOT / "workspace.yaml"
@@ -40,6 +43,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def simulator_env(simulator: SimulatorServer, data_dir: Path, start: dt.date) -> dict[str, str]:
+    """The pipeline's settings for Dagster processes: the simulator's API, `data_dir`, UTC."""
+    return {
+        "CALLR_BASE_URL": simulator.base_url,
+        "CALLR_API_KEY": simulator.api_key,
+        "CDR_DATA_DIR": str(data_dir),
+        "CDR_START_DATE": start.isoformat(),
+        "CDR_TIMEZONE": "UTC",
+    }
+
+
 def make_dagster_home(path: Path) -> Path:
     """A fresh DAGSTER_HOME holding a copy of the project's dagster.yaml."""
     path.mkdir(parents=True, exist_ok=True)
@@ -47,92 +61,38 @@ def make_dagster_home(path: Path) -> Path:
     return path
 
 
-class DagsterDev:
-    """`dagster dev` (webserver, daemon, code server) in its own process session."""
+class DagsterProcess:
+    """A Dagster process tree (`dagster dev`, a webserver, a daemon) in its own process session.
 
-    def __init__(self, home: Path, env: dict[str, str], log_path: Path) -> None:
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        # The project's settings come from `env` only, never from the developer's shell.
+    The project's settings come from `env` only, never from the developer's shell.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> None:
+        self.argv, self.cwd, self.log_path = argv, cwd, log_path
         inherited = {
             k: v for k, v in os.environ.items() if not k.startswith(("CDR_", "CALLR_", "DAGSTER_"))
         }
-        self._env = {**inherited, **env, "DAGSTER_HOME": str(home)}
+        self._env = {**inherited, **env}
         self._process: subprocess.Popen | None = None
         self._log = None
 
-    def start(self, ready_timeout_s: float = 120.0) -> "DagsterDev":
-        """Start the processes and wait until the code location answers GraphQL."""
+    def start(self) -> "DagsterProcess":
+        """Start the process, its output going to `log_path`."""
         self._log = self.log_path.open("wb")
         self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _LAUNCHER,
-                "-w",
-                str(WORKSPACE_YAML),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=self.home,
+            self.argv,
+            cwd=self.cwd,
             env=self._env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self._wait_for_location(ready_timeout_s)
         return self
 
-    def _wait_for_location(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        query = "{ workspaceOrError { ... on Workspace { locationEntries { name "
-        query += "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
-        last = None
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"dagster dev exited early: {self.log_text()[-3000:]}")
-            try:
-                data = self.graphql(query, timeout_s=10)
-                entries = data["workspaceOrError"]["locationEntries"]
-                last = entries
-                loaded = [e for e in entries if e["locationOrLoadError"]]
-                if loaded and all(
-                    e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in loaded
-                ):
-                    return
-                errors = [
-                    e
-                    for e in loaded
-                    if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"
-                ]
-                if errors:
-                    raise RuntimeError(f"code location failed to load: {errors}")
-            except (httpx.HTTPError, KeyError, TypeError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(
-            f"dagster dev not ready after {timeout_s} s ({last}): {self.log_text()[-3000:]}"
-        )
-
-    def graphql(
-        self, query: str, variables: dict[str, Any] | None = None, timeout_s: float = 30.0
-    ) -> dict[str, Any]:
-        """POST a GraphQL query to the webserver; the `data` of the answer (errors raise)."""
-        response = httpx.post(
-            f"{self.url}/graphql",
-            json={"query": query, "variables": variables or {}},
-            timeout=timeout_s,
-        )
-        response.raise_for_status()
-        body = response.json()
-        if body.get("errors"):
-            raise RuntimeError(f"GraphQL errors: {body['errors']}")
-        return body["data"]
+    def exited(self) -> bool:
+        """Whether the process has ended."""
+        return self._process is not None and self._process.poll() is not None
 
     def log_text(self) -> str:
         """What the processes printed so far."""
@@ -141,9 +101,9 @@ class DagsterDev:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
-        """Ask `dagster dev` to shut down (SIGTERM), then kill whatever is left of its session.
+        """Ask the process to shut down (SIGTERM), then kill whatever is left of its session.
 
-        Returns the exit status of `dagster dev`, or None if it had to be killed.
+        Returns the process's exit status, or None if it had to be killed.
         """
         process, status = self._process, None
         if process is None:
@@ -167,7 +127,7 @@ class DagsterDev:
             self._process = None
         return status
 
-    def __enter__(self) -> "DagsterDev":
+    def __enter__(self) -> "DagsterProcess":
         try:
             return self.start()
         except BaseException:
@@ -176,3 +136,74 @@ class DagsterDev:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class DagsterDev(DagsterProcess):
+    """A webserver on a free loopback port, answering GraphQL: `dagster dev` (webserver, daemon,
+    code server) by default, or what `launcher` starts given `-w`, `--host` and `--port`."""
+
+    def __init__(
+        self,
+        home: Path,
+        env: dict[str, str],
+        log_path: Path,
+        launcher: list[str] | None = None,
+    ) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [*(launcher or [sys.executable, "-c", _LAUNCHER]), "-w", str(WORKSPACE_YAML)]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+        super().__init__(argv, {**env, "DAGSTER_HOME": str(home)}, log_path, cwd=home)
+
+    def start(self, ready_timeout_s: float = 120.0) -> "DagsterDev":
+        """Start the processes and wait until the code location answers GraphQL."""
+        super().start()
+        self._wait_for_location(ready_timeout_s)
+        return self
+
+    def _wait_for_location(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        query = "{ workspaceOrError { ... on Workspace { locationEntries { name "
+        query += "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+        last = None
+        while time.monotonic() < deadline:
+            if self.exited():
+                raise RuntimeError(f"{self.argv[:5]} exited early: {self.log_text()[-3000:]}")
+            try:
+                data = self.graphql(query, timeout_s=10)
+                entries = data["workspaceOrError"]["locationEntries"]
+                last = entries
+                loaded = [e for e in entries if e["locationOrLoadError"]]
+                if loaded and all(
+                    e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in loaded
+                ):
+                    return
+                errors = [
+                    e
+                    for e in loaded
+                    if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"
+                ]
+                if errors:
+                    raise RuntimeError(f"code location failed to load: {errors}")
+            except (httpx.HTTPError, KeyError, TypeError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"the webserver is not ready after {timeout_s} s ({last}): {self.log_text()[-3000:]}"
+        )
+
+    def graphql(
+        self, query: str, variables: dict[str, Any] | None = None, timeout_s: float = 30.0
+    ) -> dict[str, Any]:
+        """POST a GraphQL query to the webserver; the `data` of the answer (errors raise)."""
+        response = httpx.post(
+            f"{self.url}/graphql",
+            json={"query": query, "variables": variables or {}},
+            timeout=timeout_s,
+        )
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {body['errors']}")
+        return body["data"]

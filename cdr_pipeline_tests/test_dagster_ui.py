@@ -22,7 +22,12 @@ from cdr_pipeline.callr.simulator import SimulatorServer, expected_call_ids
 from cdr_pipeline.config import day_window
 from cdr_pipeline.schema import DIRECTIONS
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
-from cdr_pipeline_tests.dagster_processes import PROJECT_ROOT, DagsterDev, make_dagster_home
+from cdr_pipeline_tests.dagster_processes import (
+    PROJECT_ROOT,
+    DagsterDev,
+    make_dagster_home,
+    simulator_env,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -124,14 +129,8 @@ def dagster_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterUI]:
     """`dagster dev` on the project's workspace.yaml and dagster.yaml, against the simulator."""
     tmp = tmp_path_factory.mktemp("dagster_ui")
     with SimulatorServer(api_key=SIMULATOR_KEY) as simulator:
-        env = {
-            "CALLR_BASE_URL": simulator.base_url,
-            "CALLR_API_KEY": SIMULATOR_KEY,
-            "CDR_DATA_DIR": str(tmp / "data"),
-            "CDR_START_DATE": START_DATE.isoformat(),
-            "CDR_TIMEZONE": "UTC",
-            "CDR_DAYS_PER_RUN": str(DAYS_PER_RUN),
-        }
+        env = simulator_env(simulator, tmp / "data", START_DATE)
+        env["CDR_DAYS_PER_RUN"] = str(DAYS_PER_RUN)
         dev = DagsterDev(make_dagster_home(tmp / "dagster_home"), env, tmp / "dagster_dev.log")
         try:
             dev.start()

@@ -3,7 +3,6 @@
 import datetime as dt
 import logging
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -13,10 +12,10 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-import cdr_pipeline
 from cdr_pipeline import warehouse
 from cdr_pipeline.dayranges import consecutive_ranges, days_between
 from cdr_pipeline.defs.definitions import DAILY_JOB, REFERENCE_JOB
+from cdr_pipeline.defs.instance import dagster_home
 from cdr_pipeline.defs.ranges import failed_days, range_tags, without
 
 log = logging.getLogger(__name__)
@@ -31,30 +30,15 @@ CLI_PID_TAG = "cdr/cli_pid"
 CLI_HOST_TAG = "cdr/cli_host"
 
 
-def project_instance_config() -> Path | None:
-    """The project's dagster.yaml: packaged with the wheel, or at the root of a checkout."""
-    package = Path(cdr_pipeline.__file__).resolve().parent
-    for candidate in (package / "dagster.yaml", package.parent / "dagster.yaml"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def instance_for(data_dir: Path) -> dg.DagsterInstance:
     """The Dagster instance at DAGSTER_HOME, or a persistent one under the data directory.
 
-    A home the CLI creates gets a copy of the project's dagster.yaml (the `duckdb_writer` pool,
-    queued runs, retries), so `DAGSTER_HOME=<data>/dagster_home dagster dev` later opens the same
-    instance, with the same settings, and shows the CLI's runs. A DAGSTER_HOME the user set is
-    used as it is.
+    The home gets the project's instance settings (the `duckdb_writer` pool, queued runs,
+    retries), on SQLite or, with DAGSTER_PG_HOST set, on PostgreSQL (see
+    `cdr_pipeline.defs.instance`), so `DAGSTER_HOME=<data>/dagster_home dagster dev` later opens
+    the same instance, with the same settings, and shows the CLI's runs.
     """
-    if not os.environ.get("DAGSTER_HOME"):
-        home = (data_dir / "dagster_home").resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        config, source = home / "dagster.yaml", project_instance_config()
-        if source is not None and not config.exists():
-            shutil.copyfile(source, config)
-        os.environ["DAGSTER_HOME"] = str(home)
+    dagster_home(data_dir)
     instance = dg.DagsterInstance.get()
     release_abandoned_slots(instance)
     return instance
