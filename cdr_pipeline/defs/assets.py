@@ -100,6 +100,8 @@ def fail_days(
                     dg.AssetMaterialization(key, partition=day.isoformat(), metadata=dict(values))
                 )
     lines = [f"{day}: {reason}" for day, reason in sorted(failures.items())]
+    for line in lines:
+        context.log.error(line)
     return dg.Failure(
         description=f"{len(failures)} day(s) failed: " + "; ".join(lines),
         metadata={FAILED_DAYS_KEY: ",".join(d.isoformat() for d in sorted(failures))},
