@@ -173,8 +173,8 @@ def build_report_asset(thresholds: alerts.AlertThresholds) -> dg.AssetsDefinitio
                 "open": dg.MetadataValue.url(path.resolve().as_uri()),
                 "bytes": len(rendered.html.encode()),
                 **{
-                    name: dg.MetadataValue.md(report.markdown_image(png, report.CHART_TITLES[name]))
-                    for name, png in rendered.charts_png.items()
+                    name: dg.MetadataValue.md(report.markdown_image(svg, report.CHART_TITLES[name]))
+                    for name, svg in rendered.charts_svg.items()
                 },
             }
         return dg.MaterializeResult(metadata=metadata)

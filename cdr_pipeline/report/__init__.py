@@ -1,12 +1,10 @@
 """The daily report: one self-contained HTML file per day (docs/analytics.md).
 
-`data` reads what a day's report shows from the mart tables; `render` draws the charts with
-matplotlib and lays out the page. Importing this package does not import matplotlib: the
-drawing functions below load it on first use, so the pipeline's definitions start fast.
+`data` reads what a day's report shows from the mart tables; `charts` draws the four charts as
+SVG (with the primitives of `svg`); `render` lays out the page and writes the file.
 """
 
-from typing import Any
-
+from cdr_pipeline.report.charts import CHART_TITLES
 from cdr_pipeline.report.data import (
     TOP_CAUSES,
     TOP_DESTINATIONS,
@@ -16,23 +14,7 @@ from cdr_pipeline.report.data import (
     report_path,
     reports_dir,
 )
-
-_RENDER_NAMES = {
-    "CHART_TITLES",
-    "RenderedReport",
-    "markdown_image",
-    "render_report",
-    "write_report",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _RENDER_NAMES:
-        from cdr_pipeline.report import render
-
-        return getattr(render, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+from cdr_pipeline.report.render import RenderedReport, markdown_image, render_report, write_report
 
 __all__ = [
     "CHART_TITLES",

@@ -1,5 +1,4 @@
-"""The data a daily report shows, read from the mart tables (no drawing here: matplotlib is
-imported by `render` only, when a report is drawn)."""
+"""The data a daily report shows, read from the mart tables (no drawing here)."""
 
 import datetime as dt
 from dataclasses import dataclass

@@ -1,7 +1,7 @@
-"""The daily report: one self-contained HTML file per day, charts drawn with matplotlib.
+"""The daily report: one self-contained HTML file per day.
 
 The file works offline and alone: no script, no stylesheet or font from anywhere, each chart an
-SVG inlined as a `data:` URI. The same charts come back as PNG bytes for the Dagster UI.
+SVG (`charts.py`) inlined as a `data:` URI. The same SVGs go to the Dagster UI as markdown images.
 
 `load_report_data` runs the queries (keep its DuckDB connection short), `render_report` draws,
 `write_report` publishes the file atomically.
@@ -10,62 +10,25 @@ SVG inlined as a `data:` URI. The same charts come back as PNG bytes for the Dag
 import base64
 import datetime as dt
 import html
-import io
 import os
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import matplotlib
 import polars as pl
-from matplotlib.axes import Axes
-from matplotlib.dates import DateFormatter, DayLocator
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from cdr_pipeline import alerts
-from cdr_pipeline.report.data import TOP_CAUSES, TOP_DESTINATIONS, TREND_DAYS, ReportData
-from cdr_pipeline.schema import DIRECTIONS
-
-DIRECTION_COLORS = {"inbound": "#2563eb", "outbound": "#ea580c"}
-SOURCE_COLORS = {"caller": "#0891b2", "callee": "#7c3aed", "system": "#dc2626"}
-OTHER_COLOR = "#9ca3af"
-INK, MUTED, GRID = "#1f2937", "#6b7280", "#e5e7eb"
-
-CHART_TITLES = {
-    "calls_per_hour": "Calls per hour, by direction",
-    "asr_ner_trend": f"ASR and NER, last {TREND_DAYS} days",
-    "hangup_causes": "Top hangup causes (Q.850), by who hung up",
-    "cost_by_destination": "Cost by destination",
-}
-
-_RC = {
-    "svg.hashsalt": "cdr-report",  # stable element ids: same data, same file
-    "svg.fonttype": "path",  # text as outlines: no font needed to view the SVG
-    "font.family": "DejaVu Sans",  # ships with matplotlib
-    "font.size": 10,
-    "axes.edgecolor": GRID,
-    "axes.labelcolor": MUTED,
-    "axes.titlecolor": INK,
-    "axes.titlesize": 11,
-    "axes.titleweight": "bold",
-    "axes.titlelocation": "left",
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "xtick.color": MUTED,
-    "ytick.color": MUTED,
-    "legend.frameon": False,
-}
+from cdr_pipeline.report.charts import CHART_TITLES, draw_charts
+from cdr_pipeline.report.data import ReportData
 
 
 @dataclass(frozen=True)
 class RenderedReport:
-    """The report's HTML, and its charts as PNG (for the Dagster UI)."""
+    """The report's HTML, and its charts as SVG documents (for the Dagster UI)."""
 
     html: str
-    charts_png: dict[str, bytes]
+    charts_svg: dict[str, bytes]
 
 
 def write_report(text: str, path: Path) -> Path:
@@ -79,225 +42,18 @@ def write_report(text: str, path: Path) -> Path:
 
 def render_report(data: ReportData, generated_at: dt.datetime | None = None) -> RenderedReport:
     """Draw the charts and lay out the HTML page."""
-    charts: dict[str, Figure] = {
-        "calls_per_hour": _calls_per_hour(data.hourly),
-        "asr_ner_trend": _asr_ner_trend(data.trend, data.day),
-        "hangup_causes": _hangup_causes(data.causes),
-        "cost_by_destination": _cost_by_destination(data.destinations),
-    }
-    svgs = {name: _encode(fig, "svg") for name, fig in charts.items()}
-    pngs = {name: _encode(fig, "png") for name, fig in charts.items()}
+    svgs = draw_charts(data)
     page = _page(data, svgs, generated_at or dt.datetime.now(dt.UTC))
-    return RenderedReport(html=page, charts_png=pngs)
+    return RenderedReport(html=page, charts_svg=svgs)
 
 
-def markdown_image(png: bytes, alt: str) -> str:
-    """A markdown image embedding `png` as a data URI (the Dagster UI renders it inline)."""
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+def markdown_image(svg: bytes, alt: str) -> str:
+    """A markdown image embedding `svg` as a data URI (the Dagster UI renders it inline)."""
+    return f"![{alt}]({_data_uri(svg)})"
 
 
-# ---------------------------------------------------------------------------------- charts
-
-
-def _figure(width: float, height: float) -> Figure:
-    with matplotlib.rc_context(_RC):
-        return Figure(figsize=(width, height), layout="constrained")
-
-
-def _encode(fig: Figure, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    with matplotlib.rc_context(_RC):
-        metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-        fig.savefig(buffer, format=fmt, dpi=96, metadata=metadata, facecolor="white")
-    return buffer.getvalue()
-
-
-def _empty(ax: Axes, message: str = "No calls on this day") -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", color=MUTED, transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _style(ax: Axes, title: str | None = None) -> None:
-    if title:
-        ax.set_title(title, pad=10)
-    ax.grid(color=GRID, linewidth=0.8)
-    ax.set_axisbelow(True)
-    ax.tick_params(length=0)
-
-
-def _single_chart(
-    title_key: str, width: float, height: float, hide_grid: str
-) -> tuple[Figure, Axes]:
-    """A titled figure with one styled axes; grid lines along `hide_grid` are hidden."""
-    fig = _figure(width, height)
-    fig.suptitle(CHART_TITLES[title_key], x=0.01, ha="left", fontweight="bold", color=INK)
-    ax = fig.subplots()
-    _style(ax)
-    ax.grid(axis=hide_grid, visible=False)
-    return fig, ax
-
-
-def _calls_per_hour(hourly: pl.DataFrame) -> Figure:
-    with matplotlib.rc_context(_RC):
-        fig, ax = _single_chart("calls_per_hour", 11, 3.6, hide_grid="x")
-        if hourly.is_empty():
-            _empty(ax)
-            return fig
-        hours = list(range(24))
-        width = 0.4
-        for offset, direction in zip((-width / 2, width / 2), DIRECTIONS, strict=True):
-            rows = hourly.filter(pl.col("direction") == direction)
-            calls = dict(zip(rows["hour"], rows["calls"], strict=True))
-            answered = dict(zip(rows["hour"], rows["answered_calls"], strict=True))
-            x = [h + offset for h in hours]
-            color = DIRECTION_COLORS[direction]
-            ax.bar(
-                x,
-                [calls.get(h, 0) for h in hours],
-                width,
-                color=color,
-                alpha=0.3,
-                label=f"{direction}: all calls",
-            )
-            ax.bar(
-                x,
-                [answered.get(h, 0) for h in hours],
-                width,
-                color=color,
-                label=f"{direction}: answered",
-            )
-        ax.set_xticks(hours, [f"{h:02d}" for h in hours])
-        ax.set_xlim(-0.6, 23.6)
-        ax.set_xlabel("hour of the day (local time)")
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(ncols=4, loc="upper left", bbox_to_anchor=(0, -0.2), fontsize=9)
-        return fig
-
-
-def _asr_ner_trend(trend: pl.DataFrame, day: dt.date) -> Figure:
-    with matplotlib.rc_context(_RC):
-        fig = _figure(11, 3.4)
-        axes = fig.subplots(1, 2, sharey=True)
-        first = day - dt.timedelta(days=TREND_DAYS - 1)
-        for ax, metric, label in zip(
-            axes,
-            ("asr", "ner"),
-            ("ASR (answer-seizure ratio)", "NER (network effectiveness)"),
-            strict=True,
-        ):
-            _style(ax, label)
-            if trend.is_empty():
-                _empty(ax, "No calls in these days")
-                continue
-            for direction in DIRECTIONS:
-                rows = trend.filter(pl.col("direction") == direction)
-                if rows.is_empty():
-                    continue
-                ax.plot(
-                    rows["call_date"].to_list(),
-                    rows[metric].to_list(),
-                    marker="o",
-                    markersize=3.5,
-                    linewidth=1.8,
-                    color=DIRECTION_COLORS[direction],
-                    label=direction,
-                )
-            ax.axvline(day, color=MUTED, linestyle=":", linewidth=1)
-            ax.set_xlim(first - dt.timedelta(hours=12), day + dt.timedelta(hours=12))
-            ax.set_ylim(0, 1.05)
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-            ax.xaxis.set_major_locator(DayLocator(interval=7))
-            ax.xaxis.set_major_formatter(DateFormatter("%d %b"))
-        if not trend.is_empty():
-            axes[0].legend(loc="lower left", fontsize=9)
-        return fig
-
-
-def _hangup_causes(causes: pl.DataFrame) -> Figure:
-    with matplotlib.rc_context(_RC):
-        fig, ax = _single_chart("hangup_causes", 5.6, 3.9, hide_grid="y")
-        if causes.is_empty():
-            _empty(ax)
-            return fig
-        top = (
-            causes.select("hangup_cause", "hangup_cause_name", "cause_calls", "cause_share")
-            .unique("hangup_cause", keep="first", maintain_order=True)
-            .head(TOP_CAUSES)
-        )
-        codes = top["hangup_cause"].to_list()
-        labels = [
-            _cause_label(code, name)
-            for code, name in top.select("hangup_cause", "hangup_cause_name").iter_rows()
-        ]
-        y = list(range(len(codes)))[::-1]  # the commonest cause on top
-        left = [0] * len(codes)
-        sources = causes["hangup_source"].unique(maintain_order=True).to_list()
-        sources.sort(
-            key=lambda s: (
-                s not in SOURCE_COLORS,
-                list(SOURCE_COLORS).index(s) if s in SOURCE_COLORS else 0,
-                s,
-            )
-        )
-        for source in sources:
-            rows = causes.filter(pl.col("hangup_source") == source)
-            per_code = dict(zip(rows["hangup_cause"], rows["calls"], strict=True))
-            widths = [per_code.get(code, 0) for code in codes]
-            ax.barh(
-                y,
-                widths,
-                left=left,
-                height=0.62,
-                label=source,
-                color=SOURCE_COLORS.get(source, OTHER_COLOR),
-            )
-            left = [a + b for a, b in zip(left, widths, strict=True)]
-        for yy, total, share in zip(y, top["cause_calls"], top["cause_share"], strict=True):
-            ax.text(total, yy, f"  {share:.0%}", va="center", fontsize=8.5, color=INK)
-        ax.set_yticks(y, labels, fontsize=8.5)
-        ax.set_xlim(0, max(left) * 1.18)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("calls")
-        ax.legend(loc="lower right", fontsize=8.5, title="hung up by", title_fontsize=8.5)
-        return fig
-
-
-def _cost_by_destination(destinations: pl.DataFrame) -> Figure:
-    with matplotlib.rc_context(_RC):
-        fig, ax = _single_chart("cost_by_destination", 5.6, 3.9, hide_grid="y")
-        if destinations.is_empty():
-            _empty(ax)
-            return fig
-        top = destinations.head(TOP_DESTINATIONS)
-        y = list(range(top.height))[::-1]
-        debit = [float(v) for v in top["billing_debit"]]
-        ax.barh(y, debit, height=0.62, color="#059669")
-        for yy, cost, minutes in zip(y, debit, top["billed_minutes"], strict=True):
-            ax.text(
-                cost,
-                yy,
-                f"  {cost:,.2f} · {minutes:,.0f} min",
-                va="center",
-                fontsize=8.5,
-                color=INK,
-            )
-        ax.set_yticks(y, [_shorten(d, 26) for d in top["destination"]], fontsize=8.5)
-        ax.set_xlim(0, max(max(debit), 0.01) * 1.45)
-        ax.set_xlabel("billing debit (currency units)")
-        return fig
-
-
-def _cause_label(code: int | None, name: str | None) -> str:
-    if code is None:
-        return "(no cause)"
-    return "\n".join(
-        textwrap.wrap(f"{code} {name or ''}".strip(), 24, max_lines=2, placeholder="…")
-    )
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _data_uri(svg: bytes) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg).decode()
 
 
 # ------------------------------------------------------------------------------------ page
@@ -307,9 +63,8 @@ def _page(data: ReportData, svgs: dict[str, bytes], generated_at: dt.datetime) -
     day_title = f"{data.day:%A} {data.day.day} {data.day:%B %Y}"
 
     def chart(name: str, css_class: str = "") -> str:
-        uri = "data:image/svg+xml;base64," + base64.b64encode(svgs[name]).decode()
-        title = html.escape(CHART_TITLES[name])
-        return f'<figure class="chart {css_class}"><img src="{uri}" alt="{title}"></figure>'
+        image = f'<img src="{_data_uri(svgs[name])}" alt="{html.escape(CHART_TITLES[name])}">'
+        return f'<figure class="chart {css_class}">{image}</figure>'
 
     causes = ", ".join(str(c) for c in data.ner_causes)
     return f"""<!DOCTYPE html>
