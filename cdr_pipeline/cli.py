@@ -300,11 +300,6 @@ def _run_days(settings: Settings, days: list[dt.date], verbose: bool) -> int:
     defs = build_definitions(settings)
     instance = runner.instance_for(settings.data_dir)
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
-    if not runner.reference_tables_current(settings.warehouse):
-        reference = runner.run_reference_tables(defs, instance)
-        if reference.error:
-            print(f"q850_causes failed: {reference.error}", file=sys.stderr)
-            return 1
     total = len(days)
     loaded: set[dt.date] = set()
     failed: dict[dt.date, str] = {}

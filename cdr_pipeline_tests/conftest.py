@@ -68,7 +68,6 @@ def loaded_lake(tmp_path_factory: pytest.TempPathFactory) -> Settings:
             }
         )
         defs = build_definitions(settings)
-        assert runner.run_reference_tables(defs, dagster_instance).success
         outcomes = runner.run_ranges(defs, LAKE_DAYS, dagster_instance, days_per_run=1)
         assert [o.error for o in outcomes if not o.success] == []
     return settings

@@ -32,6 +32,7 @@ TYPED_KEY = dg.AssetKey("typed_calls")
 CALLS_KEY = dg.AssetKey("calls")
 REJECTS_KEY = dg.AssetKey("call_rejects")
 MART_KEYS = tuple(dg.AssetKey(m) for m in marts.MART_TABLES)
+Q850_KEY = dg.AssetKey("q850_causes")
 # `calls` is loaded every day at 00:30 by the schedule: WARN an hour after a load is due and did
 # not happen, FAIL an hour later, so a missed day shows on the asset in the UI.
 CALLS_FRESHNESS = dg.FreshnessPolicy.time_window(
@@ -345,6 +346,13 @@ def build_warehouse_asset(
         started = time.perf_counter()
         with lake.connect() as con:
             waited = time.perf_counter() - started
+            # The reference table, created or corrected here when a release changes it, so a
+            # first load needs no run of its own (the `q850_causes` asset does the same alone).
+            if not warehouse.q850_is_current(con):
+                rows = warehouse.replace_q850(con, q850.q850_frame())
+                context.log_event(
+                    dg.AssetMaterialization(Q850_KEY, metadata={"dagster/row_count": rows})
+                )
             result = core.load_days(
                 con,
                 lake.lake,

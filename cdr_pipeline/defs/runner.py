@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 
-from cdr_pipeline import warehouse
 from cdr_pipeline.dayranges import consecutive_ranges, days_between
-from cdr_pipeline.defs.definitions import DAILY_JOB, REFERENCE_JOB
+from cdr_pipeline.defs.definitions import DAILY_JOB
 from cdr_pipeline.defs.instance import dagster_home
 from cdr_pipeline.defs.ranges import failed_days, range_tags, without
 
@@ -114,23 +112,6 @@ class RangeOutcome:
     @property
     def days(self) -> int:
         return (self.last - self.first).days + 1
-
-
-def reference_tables_current(warehouse_path: Path) -> bool:
-    """Whether the warehouse holds the reference tables as this release defines them (then the
-    CLI does not materialise them again)."""
-    if not warehouse_path.exists():
-        return False
-    try:
-        with warehouse.connect(warehouse_path, read_only=True, lock_wait_s=0) as con:
-            return warehouse.q850_is_current(con)
-    except (duckdb.Error, warehouse.WarehouseLockedError):
-        return False  # a load holds it: let the reference job wait its turn
-
-
-def run_reference_tables(defs: dg.Definitions, instance: dg.DagsterInstance) -> RangeOutcome:
-    """Materialise the unpartitioned reference tables (q850_causes)."""
-    return run_job(defs, REFERENCE_JOB, instance)
 
 
 def run_reports(
