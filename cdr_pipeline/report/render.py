@@ -48,7 +48,7 @@ def render_report(data: ReportData, generated_at: dt.datetime | None = None) -> 
 
 
 def markdown_image(svg: bytes, alt: str) -> str:
-    """A markdown image embedding `svg` as a data URI (the Dagster UI renders it inline)."""
+    """A markdown image embedding `svg` as a data URI (the Dagster UI draws it)."""
     return f"![{alt}]({_data_uri(svg)})"
 
 
