@@ -274,3 +274,15 @@ def test_marts_are_tables_with_the_documented_columns_and_types(db: Path) -> Non
                 [mart],
             ).fetchall()
             assert actual == [(name, sql_type) for name, sql_type, _ in columns], mart
+
+
+def test_a_change_of_the_mart_sql_is_a_decision_on_the_definition_version() -> None:
+    """Marts computed under another definition version are refused until rebuilt: a change of
+    the SQL must come with a decision to bump DEFINITION_VERSION (the figures change) or not (the
+    same figures, computed another way), recorded by updating SQL_FINGERPRINT."""
+    from cdr_pipeline.marts import definitions
+
+    assert definitions.sql_fingerprint() == definitions.SQL_FINGERPRINT, (
+        "the mart SQL changed: bump DEFINITION_VERSION if any figure changes, then set "
+        f"SQL_FINGERPRINT = {definitions.sql_fingerprint()!r}"
+    )

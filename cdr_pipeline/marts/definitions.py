@@ -46,8 +46,9 @@ _DAYS = "FROM calls c CROSS JOIN analytics_settings s WHERE c.call_date BETWEEN 
 # Concurrency only rises when a call starts, so a day's peak is the highest number of calls in
 # progress just after one of that day's calls started. The running sum starts {span} days before
 # the first day computed (`span`: the longest call seen, in midnights crossed), so a call still in
-# progress after midnight counts in the next day's peak. At equal instants ends (-1) sort before
-# starts (+1): half-open intervals.
+# progress after midnight counts in the next day's peak. The sort key is the instant in
+# microseconds, doubled, plus one for a start: at equal instants ends (-1) sort before starts (+1),
+# half-open intervals. (One integer key sorts about twice as fast as an instant and a delta.)
 _DAILY_KPIS = f"""
 WITH
     per_day AS (
@@ -56,26 +57,27 @@ WITH
         GROUP BY c.call_date, c.direction
     ),
     intervals AS (
-        SELECT c.call_date, c.direction, c.started_at,
-               coalesce(c.ended_at, c.started_at + to_seconds(c.duration_total_s)) AS ended_at
+        SELECT c.call_date, c.direction = 'inbound' AS inbound, epoch_us(c.started_at) AS s,
+               epoch_us(coalesce(c.ended_at, c.started_at + to_seconds(c.duration_total_s))) AS e
         FROM calls c WHERE c.call_date BETWEEN {{reach}} AND {{hi}}
     ),
     events AS (
-        SELECT direction, started_at AS instant, 1 AS delta, call_date AS start_day
-        FROM intervals WHERE ended_at > started_at
+        SELECT inbound, s * 2 + 1 AS k, 1 AS delta, call_date AS start_day
+        FROM intervals WHERE e > s
         UNION ALL
-        SELECT direction, ended_at AS instant, -1 AS delta, NULL AS start_day
-        FROM intervals WHERE ended_at > started_at
+        SELECT inbound, e * 2 AS k, -1 AS delta, NULL AS start_day
+        FROM intervals WHERE e > s
     ),
     levels AS (
-        SELECT direction, start_day,
-               sum(delta) OVER (
-                   PARTITION BY direction ORDER BY instant, delta ROWS UNBOUNDED PRECEDING
-               ) AS in_progress
+        SELECT inbound, start_day,
+               sum(delta) OVER (PARTITION BY inbound ORDER BY k ROWS UNBOUNDED PRECEDING)
+                   AS in_progress
         FROM events
     ),
     peaks AS (
-        SELECT start_day AS call_date, direction, max(in_progress)::BIGINT AS peak_concurrent_calls
+        SELECT start_day AS call_date,
+               CASE WHEN inbound THEN 'inbound' ELSE 'outbound' END AS direction,
+               max(in_progress)::BIGINT AS peak_concurrent_calls
         FROM levels WHERE start_day BETWEEN {{lo}} AND {{hi}}
         GROUP BY ALL
     )
@@ -145,10 +147,19 @@ def mart_select(mart: str, first: dt.date, last: dt.date, span_days: int) -> str
     )
 
 
-# A fingerprint of the definitions: marts computed by other definitions must be rebuilt.
-DEFINITION_VERSION = hashlib.sha256(
-    "\n".join(_MART_SELECTS[m] for m in MART_TABLES).encode()
-).hexdigest()[:16]
+# The version of what the marts mean: marts computed under another version must be rebuilt
+# (`refresh.check_settings`). Bump it when a change of the SQL below changes any figure; a change
+# that only computes the same figures faster keeps it, so nobody has to rebuild for nothing.
+DEFINITION_VERSION = "1"
+# The SQL the version was last reviewed against: test_marts.py fails when the SQL changes without
+# this being updated, so a change of meaning cannot slip by without a decision on the version.
+SQL_FINGERPRINT = "66323b6e7526b43b"
+
+
+def sql_fingerprint() -> str:
+    """A hash of every mart's SQL."""
+    text = "\n".join(_MART_SELECTS[m] for m in MART_TABLES)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 # Each mart's columns: (name, DuckDB type, meaning). The tables' DDL, the Dagster column schemas,
 # docs/analytics.md and test_marts.py follow this table.
