@@ -94,7 +94,11 @@ def fetch_day(
 
 
 def type_day(
-    lake: warehouse.Lake, day: dt.date, timezone: str, naive_timezone: str = "UTC"
+    lake: warehouse.Lake,
+    day: dt.date,
+    timezone: str,
+    naive_timezone: str = "UTC",
+    raw_rows: int | None = None,
 ) -> TypedDay:
     """Type the day's raw exports into the Parquet lake (published atomically, see
     `warehouse.publish_partition`); counts read back from the published files."""
@@ -115,6 +119,7 @@ def type_day(
                 approximate_bytes_per_file=None,
             ),
             staging / "rejects.parquet",
+            raw_rows=raw_rows,
         )
         staged = sorted((staging / "calls").glob("call_date=*/*.parquet"))
         published = warehouse.publish_partition(lake, day, staged, staging / "rejects.parquet")
@@ -160,10 +165,12 @@ def land_days(
 
     def finish(day: dt.date, landed: Future | None) -> None:
         try:
+            raw_rows = None
             if landed is not None:
                 result.landed[day] = landed.result()
+                raw_rows = sum(result.landed[day].rows.values())  # counted once, at the fetch
             if typing:
-                result.typed[day] = type_day(lake, day, timezone, naive_timezone)
+                result.typed[day] = type_day(lake, day, timezone, naive_timezone, raw_rows)
         except Exception as error:  # one day's failure is reported, not fatal
             result.failures[day] = str(error) or type(error).__name__
             log.warning("%s failed: %s", day, result.failures[day])

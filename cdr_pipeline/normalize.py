@@ -894,7 +894,11 @@ def _write_rejects(
 
 
 def write_normalized(
-    result: NormalizedExport, calls_path: Path | pl.PartitionBy, rejects_path: Path
+    result: NormalizedExport,
+    calls_path: Path | pl.PartitionBy,
+    rejects_path: Path,
+    *,
+    raw_rows: int | None = None,
 ) -> NormalizeStats:
     """Run the normalisation with the streaming engine and write zstd Parquet files.
 
@@ -930,6 +934,8 @@ def write_normalized(
         calls_path: where to write `calls`: a Parquet file, or a `pl.PartitionBy` (e.g. Hive
             style by `call_date`). The caller handles temp names and atomic renames.
         rejects_path: the Parquet file for the rejects.
+        raw_rows: the data records of the raw files, if the caller counted them already (with
+            `count_csv_rows`, as the fetch does); else they are counted here.
 
     Returns:
         The stats of the run.
@@ -941,7 +947,8 @@ def write_normalized(
 
     # Counted first: polars memory-maps a file to count its records, and the mapped pages show
     # in the process's RSS on top of whatever the stages below still hold.
-    raw_rows = sum(count_csv_rows(f.path) for f in result.files)
+    if raw_rows is None:
+        raw_rows = sum(count_csv_rows(f.path) for f in result.files)
     rejects_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=rejects_path.parent, prefix=".normalize-") as scratch:
         scratch_dir = Path(scratch)

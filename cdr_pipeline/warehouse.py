@@ -185,6 +185,12 @@ def connect(
     try:
         if memory_limit is not None and not read_only:
             con.execute(f"SET memory_limit = '{memory_limit}'")
+        if not read_only:
+            # Loads insert a day's Parquet; keeping the files' row order costs DuckDB a second
+            # pass (5M calls: 13.5 s against 6.0 s with the checkpoint), and nothing needs it: a
+            # load's rows are stored together either way, which is what lets later loads skip
+            # row groups (see `merge`).
+            con.execute("SET preserve_insertion_order = false")
         yield con
     finally:
         con.close()

@@ -161,6 +161,7 @@ def sql_fingerprint() -> str:
     text = "\n".join(_MART_SELECTS[m] for m in MART_TABLES)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+
 # Each mart's columns: (name, DuckDB type, meaning). The tables' DDL, the Dagster column schemas,
 # docs/analytics.md and test_marts.py follow this table.
 _KPI_COLUMNS: tuple[tuple[str, str, str], ...] = (
