@@ -27,7 +27,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any
 
 import duckdb
 from docblock import write_block
+from measure import run_measured
 
 from cdr_pipeline.callr.simulator import SimulatorServer, cached_export, expected_call_ids
 from cdr_pipeline.config import day_window
@@ -99,20 +99,16 @@ def via_cli(simulator: SimulatorServer, days: list[dt.date], work: Path, per_run
         "--end",
         days[-1].isoformat(),
     ]
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    output = process.stdout.read() if process.stdout else ""
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"backfill failed ({process.returncode}):\n{output[-3000:]}")
+    with tempfile.TemporaryFile() as log:
+        measured = run_measured(command, env, work, log)
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    if measured.returncode != 0:
+        raise RuntimeError(f"backfill failed ({measured.returncode}):\n{output[-3000:]}")
     runs = sum(1 for line in output.splitlines() if line.startswith("["))
     return {
-        "wall_s": round(wall, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "wall_s": round(measured.seconds, 2),
+        "peak_rss_mb": round(measured.peak_rss_bytes / 2**20),
         "runs": runs,
         **check_warehouse(work / "data" / "warehouse.duckdb", simulator, days),
     }
@@ -168,7 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days-per-run", type=int, default=31, help="CDR_DAYS_PER_RUN")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--write-doc", type=Path, help="update this Markdown file's table")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: write --write-doc's table from an earlier run's --json file",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        args = argparse.Namespace(**(vars(args) | saved["args"]))
+        generated = table(saved["summary"], saved["machine"], saved["runs"], args)
+        if args.write_doc:
+            write_block(args.write_doc, generated, DOC_BEGIN, DOC_END)
+        print(generated)
+        return 0
 
     days = [FIRST_DAY + dt.timedelta(days=n) for n in range(args.days)]
     methods = list(METHODS) if args.via == "both" else [args.via]
@@ -212,7 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"machine": about, "summary": summary}, indent=2))
     if args.json:
         args.json.write_text(
-            json.dumps({"machine": about, "summary": summary, "runs": results}, indent=2) + "\n"
+            json.dumps(
+                {
+                    "machine": about,
+                    "summary": summary,
+                    "runs": results,
+                    "args": {k: vars(args)[k] for k in ("days", "via", "repeat", "days_per_run")},
+                },
+                indent=2,
+            )
+            + "\n"
         )
     if args.write_doc:
         write_block(args.write_doc, table(summary, about, results, args), DOC_BEGIN, DOC_END)

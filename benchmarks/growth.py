@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from typing import Any
 
 import duckdb
 from docblock import write_block
+from measure import run_measured
 
 from cdr_pipeline import marts
 from cdr_pipeline.callr.simulator import SimulatorServer, cached_export
@@ -118,13 +118,13 @@ def grow(path: Path, calls: int, per_day: int, cli: list[str], env: dict[str, st
 
 def run(command: list[str], env: dict[str, str]) -> dict[str, float]:
     """Run a command to its end: wall seconds and peak RSS (bytes)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = process.stdout.read() if process.stdout else b""
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command} failed:\n{output.decode(errors='replace')[-3000:]}")
-    return {"wall_s": time.perf_counter() - started, "peak_rss_bytes": usage.ru_maxrss * 1024}
+    with tempfile.TemporaryFile() as output:
+        measured = run_measured(command, env, stdout=output)
+        if measured.returncode != 0:
+            output.seek(0)
+            tail = output.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{command} failed:\n{tail}")
+    return {"wall_s": measured.seconds, "peak_rss_bytes": measured.peak_rss_bytes}
 
 
 def queries(path: Path) -> dict[str, float]:
@@ -162,7 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where to grow the warehouses (big)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--write-doc", type=Path, help="update this Markdown file's table")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: write --write-doc's table from an earlier run's --json file",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        args = argparse.Namespace(**(vars(args) | saved["args"]))
+        generated = table(saved["summary"], args, saved["about"])
+        if args.write_doc:
+            write_doc(args.write_doc, generated)
+        print(generated)
+        return 0
 
     root = Path(tempfile.mkdtemp(prefix="cdr-growth-", dir=args.workdir))
     cli = [str(Path(sys.executable).with_name("cdr-pipeline"))]
@@ -216,11 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     summary = summarise(results)
+    about = {
+        "date": f"{dt.datetime.now(dt.UTC):%Y-%m-%d}",
+        "cpus": os.cpu_count(),
+        "load_average": round(os.getloadavg()[0], 1),
+    }
     print(json.dumps(summary, indent=2))
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "results": results}, indent=2))
+        saved_args = {k: vars(args)[k] for k in ("history", "day_calls", "repeat")}
+        args.json.write_text(
+            json.dumps(
+                {"summary": summary, "results": results, "about": about, "args": saved_args},
+                indent=2,
+            )
+        )
     if args.write_doc:
-        write_doc(args.write_doc, table(summary, args))
+        write_doc(args.write_doc, table(summary, args, about))
     return 0
 
 
@@ -251,11 +275,12 @@ def summarise(results: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def table(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
+def table(summary: list[dict[str, Any]], args: argparse.Namespace, about: dict[str, Any]) -> str:
+    """The results as a Markdown table."""
     lines = [
         f"`benchmarks/growth.py --history {' '.join(map(str, args.history))} --day-calls "
-        f"{args.day_calls} --repeat {args.repeat}`, {dt.datetime.now(dt.UTC):%Y-%m-%d}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end.",
+        f"{args.day_calls} --repeat {args.repeat}`, {about['date']}, {about['cpus']} CPUs, "
+        f"load average {about['load_average']} at the end.",
         "",
         "| calls already loaded | new day | re-load | ratio to empty (new / re-load) | peak RSS "
         "| slowest one-day mart query | one-day `calls` query | warehouse file | rebuild-marts |",
