@@ -5,7 +5,9 @@
 
 For each history size (calls already in `calls`), a DuckDB file is grown synthetically in SQL
 (`--day-calls` calls a day on the days before the measured day, with their marts computed by
-`cdr-pipeline rebuild-marts`, timed too), then, per round, on a fresh copy of that file:
+`cdr-pipeline rebuild-marts`, timed too; kept under `--workdir` and reused by later runs), then,
+in rounds that visit every size in turn, on a fresh copy of that file (written back to disk
+before the clock starts):
 
 - `new day`: `cdr-pipeline backfill` of one day of `--day-calls` simulator calls (fetched over
   HTTP from the simulator in this process, which streams a cached export), as a process: wall
@@ -15,7 +17,8 @@ For each history size (calls already in `calls`), a DuckDB file is grown synthet
   5 in one read-only DuckDB connection), and a one-day aggregate of `calls` (calls and debit per
   direction).
 
-Ratios are taken against the empty warehouse's median. Measures, never asserts.
+Ratios are to the empty warehouse's figure of the same round (new day to new day, re-load to
+re-load), then their median. Measures, never asserts.
 """
 
 import argparse
@@ -171,16 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         args = argparse.Namespace(**(vars(args) | saved["args"]))
-        generated = table(saved["summary"], args, saved["about"])
+        results = {int(h): r for h, r in saved["results"].items()}
+        generated = table(summarise(results), args, saved["about"])
         if args.write_doc:
             write_doc(args.write_doc, generated)
         print(generated)
         return 0
 
     root = Path(tempfile.mkdtemp(prefix="cdr-growth-", dir=args.workdir))
+    # Grown warehouses are kept under --workdir and reused by later runs with the same sizes.
+    bases_dir = args.workdir or root
     cli = [str(Path(sys.executable).with_name("cdr-pipeline"))]
     options = {"calls_per_day": args.day_calls // 2, "variety": False}
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, dict[str, Any]] = {h: {"grown": {}, "rounds": []} for h in args.history}
     try:
         started = time.perf_counter()
         for direction in DIRECTIONS:
@@ -198,18 +204,34 @@ def main(argv: list[str] | None = None) -> int:
                 "CALLR_API_KEY": API_KEY,
                 "CDR_START_DATE": "2020-01-01",
             }
+            bases = {}
             for history in args.history:
-                base = root / f"base-{history}"
-                base.mkdir()
-                grown: dict[str, Any] = {}
+                bases[history] = base = bases_dir / f"base-{history}-{args.day_calls}"
+                grown_file = base / "grown.json"
+                if grown_file.exists():
+                    results[history]["grown"] = json.loads(grown_file.read_text())
+                    print(f"{history:,} calls: reusing {base}", flush=True)
+                    continue
+                shutil.rmtree(base, ignore_errors=True)
+                base.mkdir(parents=True)
                 if history:
                     env = base_env | {"CDR_DATA_DIR": str(base)}
                     grown = grow(base / "warehouse.duckdb", history, args.day_calls, cli, env)
+                    results[history]["grown"] = grown
                     print(f"{history:,} calls grown: {grown}", flush=True)
-                rounds = []
-                for round_ in range(args.repeat):
+                grown_file.write_text(json.dumps(results[history]["grown"]))
+            # Rounds go through every history size in turn (the order rotating), so a change of
+            # the machine's load falls on all of them alike.
+            for round_ in range(args.repeat):
+                shift = round_ % len(args.history)
+                for history in args.history[shift:] + args.history[:shift]:
                     work = root / f"round-{history}-{round_}"
-                    shutil.copytree(base, work, ignore=shutil.ignore_patterns("dagster_home"))
+                    shutil.copytree(
+                        bases[history], work, ignore=shutil.ignore_patterns("dagster_home")
+                    )
+                    # The copy's dirty pages are written back before the clock starts: a nightly
+                    # run meets a warehouse file at rest, not one being flushed to disk.
+                    os.sync()
                     env = base_env | {"CDR_DATA_DIR": str(work)}
                     backfill = [*cli, "backfill", "--start", DAY.isoformat(), "--end", str(DAY)]
                     new = run(backfill, env)
@@ -221,11 +243,12 @@ def main(argv: list[str] | None = None) -> int:
                         "reload_rss_gib": round(again["peak_rss_bytes"] / GIB, 2),
                         "queries_ms": queries(work / "warehouse.duckdb"),
                     }
-                    rounds.append(measured)
+                    results[history]["rounds"].append(measured)
                     print(f"{history:,} round {round_ + 1}: {json.dumps(measured)}", flush=True)
                     shutil.rmtree(work)
-                shutil.rmtree(base)
-                results[history] = {"grown": grown, "rounds": rounds}
+            if args.workdir is None:
+                for base in bases.values():
+                    shutil.rmtree(base, ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     summary = summarise(results)
@@ -249,27 +272,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarise(results: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Medians per history size, and ratios to the empty warehouse's."""
+    """Medians per history size, and ratios to the empty warehouse, paired within each round."""
     rows = []
     empty = results.get(0)
-    base = statistics.median(r["new_day_s"] for r in empty["rounds"]) if empty else None
     for history, result in sorted(results.items()):
         rounds = result["rounds"]
-        new = statistics.median(r["new_day_s"] for r in rounds)
-        reload = statistics.median(r["reload_s"] for r in rounds)
+        pairs = list(zip(rounds, empty["rounds"], strict=False)) if empty else []
         rows.append(
             {
                 "history": history,
-                "new_day_s": new,
-                "reload_s": reload,
-                "new_day_ratio": round(new / base, 2) if base else None,
-                "reload_ratio": round(reload / base, 2) if base else None,
+                "new_day_s": statistics.median(r["new_day_s"] for r in rounds),
+                "reload_s": statistics.median(r["reload_s"] for r in rounds),
+                "new_day_ratio": round(
+                    statistics.median(r["new_day_s"] / e["new_day_s"] for r, e in pairs), 2
+                )
+                if pairs
+                else None,
+                "reload_ratio": round(
+                    statistics.median(r["reload_s"] / e["reload_s"] for r, e in pairs), 2
+                )
+                if pairs
+                else None,
                 "peak_rss_gib": max(max(r["new_day_rss_gib"], r["reload_rss_gib"]) for r in rounds),
                 "queries_ms": {
                     table: statistics.median(r["queries_ms"][table] for r in rounds)
                     for table in rounds[0]["queries_ms"]
                 },
-                **{k: v for k, v in result["grown"].items()},
+                **result["grown"],
             }
         )
     return rows
@@ -282,7 +311,7 @@ def table(summary: list[dict[str, Any]], args: argparse.Namespace, about: dict[s
         f"{args.day_calls} --repeat {args.repeat}`, {about['date']}, {about['cpus']} CPUs, "
         f"load average {about['load_average']} at the end.",
         "",
-        "| calls already loaded | new day | re-load | ratio to empty (new / re-load) | peak RSS "
+        "| calls already loaded | new day | re-load | to empty (new / re-load) | peak RSS "
         "| slowest one-day mart query | one-day `calls` query | warehouse file | rebuild-marts |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -292,7 +321,11 @@ def table(summary: list[dict[str, Any]], args: argparse.Namespace, about: dict[s
             f"| {r['history']:,} | {r['new_day_s']:.1f} s | {r['reload_s']:.1f} s "
             f"| {r['new_day_ratio']}x / {r['reload_ratio']}x | {r['peak_rss_gib']:.2f} GiB "
             f"| {slowest[0]:.1f} ms ({slowest[1]}) | {r['queries_ms']['calls']:.0f} ms "
-            f"| {r.get('bytes', 0) / GIB:.1f} GiB | {r.get('rebuild_marts_s', '')} s |"
+            + (
+                f"| {r['bytes'] / GIB:.1f} GiB | {r['rebuild_marts_s']} s |"
+                if "bytes" in r
+                else "| — | — |"
+            )
         )
     return "\n".join(lines)
 

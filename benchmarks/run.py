@@ -32,7 +32,7 @@ table shows medians over the rounds, with each ratio taken within a round and th
 
 Those times cover the work only, not the interpreter start or the imports. Two methods time
 what a user runs instead, each as processes from start to exit (their peak RSS is that of the
-process tree's largest process, from `wait4`):
+process tree's largest process, from `wait4` in a small launcher: see `measure.py`):
 
 - `e2e`: `cdr-pipeline backfill --start DAY --end DAY` on an empty data folder, as the console
   script starts it: process start, imports, the Dagster instance, the reference table, the run
