@@ -92,7 +92,11 @@ class LakeStore:
 
     def check(self) -> None:
         """Fail now, with what to fix, if the lake cannot be listed (unreachable endpoint,
-        rejected credentials, missing bucket); one request, nothing written."""
+        rejected credentials, missing bucket); one request, nothing written. A folder is
+        created if missing."""
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return
         with self._errors("listing"):
             next(iter(obstore.list(self.store, prefix=STAGING, chunk_size=1)), None)
 
@@ -106,11 +110,11 @@ class LakeStore:
             )
 
     def exists(self, key: str) -> bool:
-        with self._errors(f"reading {key}"):
-            try:
+        try:
+            with self._errors(f"reading {key}"):
                 obstore.head(self.store, key)
-            except FileNotFoundError:
-                return False
+        except FileNotFoundError:
+            return False
         return True
 
     def size(self, key: str) -> int:
@@ -204,11 +208,14 @@ class LakeStore:
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
-        """obstore's errors as `LakeError`s saying what to fix (or FileNotFoundError)."""
+        """obstore's errors as `LakeError`s saying what to fix; a missing object (not a missing
+        bucket) as FileNotFoundError."""
         try:
             yield
-        except FileNotFoundError:
-            raise
+        except (FileNotFoundError, obstore.exceptions.NotFoundError) as error:
+            if "nosuchbucket" in str(error).lower():
+                raise LakeError(self._explain(action, error)) from None
+            raise FileNotFoundError(str(error).split("\n", 1)[0]) from None
         except obstore.exceptions.BaseError as error:
             raise LakeError(self._explain(action, error)) from None
 
