@@ -53,6 +53,7 @@ ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 _DOWNLOAD_CHUNK = 8 << 20
 _REJECTED = (obstore.exceptions.PermissionDeniedError, obstore.exceptions.UnauthenticatedError)
+_UNANSWERED_WORDS = ("error sending request", "connect", "timed out", "timeout", "retries")
 _REJECTED_WORDS = ("accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch", "403 forbidden")
 
 
@@ -226,7 +227,7 @@ class LakeStore:
                 text = text.replace(os.environ[name], "***")
         if len(text) > 400:
             text = text[:400] + "..."
-        lowered = text.lower()
+        lowered = str(error).lower()  # the whole of it: the store's answer may follow the line
         if "nosuchbucket" in lowered or "bucket does not exist" in lowered:
             fix = f"the bucket does not exist: create it, or fix {LAKE_URL_VARIABLE}"
         elif isinstance(error, _REJECTED) or any(word in lowered for word in _REJECTED_WORDS):
@@ -234,10 +235,15 @@ class LakeStore:
                 "the credentials were rejected: check AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, AWS_REGION)"
             )
-        else:
+        elif any(word in lowered for word in _UNANSWERED_WORDS):
             fix = (
                 "the object store did not answer (after retries): check "
                 f"{' / '.join(ENDPOINT_VARIABLES)} and the network, or {LAKE_URL_VARIABLE}"
+            )
+        else:
+            fix = (
+                f"the object store refused the request: check {LAKE_URL_VARIABLE} and the "
+                "AWS_* variables"
             )
         return f"the lake {self.url} ({LAKE_URL_VARIABLE}) failed while {action}: {fix} ({text})"
 
