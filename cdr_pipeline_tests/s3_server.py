@@ -171,7 +171,12 @@ class FlakyProxy:
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
                 try:
-                    upstream.request(self.command, self.path, body, dict(self.headers.items()))
+                    headers = {
+                        name: value
+                        for name, value in self.headers.items()
+                        if name.lower() not in ("connection", "expect", "keep-alive")
+                    }
+                    upstream.request(self.command, self.path, body, headers)
                     answer = upstream.getresponse()
                     payload = answer.read()
                 finally:

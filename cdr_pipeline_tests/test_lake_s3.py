@@ -238,9 +238,11 @@ def test_a_publish_that_fails_midway_leaves_the_previous_day_whole(
     tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prefix = f"{PREFIX}/midway"
-    lake = warehouse.Lake(tmp_path / "data", f"s3://{BUCKET}/{prefix}")
+    lake_url = f"s3://{BUCKET}/{prefix}"
     use_s3(monkeypatch, s3)
-    warehouse.publish_partition(lake, DAY, *stage_day(tmp_path / "v1", 3))
+    warehouse.publish_partition(
+        warehouse.Lake(tmp_path, lake_url), DAY, *stage_day(tmp_path / "v1", 3)
+    )
     before = {key: s3.read(key) for key in s3.keys(f"{prefix}/")}
 
     def rejects_upload(method: str, path: str, _count: int) -> bool:
@@ -250,6 +252,7 @@ def test_a_publish_that_fails_midway_leaves_the_previous_day_whole(
     with FlakyProxy(s3.port, rejects_upload, status=403) as proxy:
         use_s3(monkeypatch, s3, endpoint=proxy.endpoint)
         with pytest.raises(LakeError, match="CDR_LAKE_URL"):
+            lake = warehouse.Lake(tmp_path, lake_url)  # reads the variables when first used
             warehouse.publish_partition(lake, DAY, *stage_day(tmp_path / "v2", 5))
     assert any(status == 403 for _m, _p, status in proxy.requests)
     assert {key: s3.read(key) for key in s3.keys(f"{prefix}/")} == before  # temp keys removed
