@@ -6,7 +6,7 @@ real Parquet, a real DuckDB file and real Dagster runs; the folder lake of the s
 """
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +22,7 @@ from cdr_pipeline.defs import runner
 from cdr_pipeline.defs.definitions import build_definitions
 from cdr_pipeline.lakestore import LakeError
 from cdr_pipeline.schema import DIRECTIONS
+from cdr_pipeline_tests import test_warehouse as folder_cases
 from cdr_pipeline_tests.conftest import LAKE_DAYS, SIMULATOR_KEY
 from cdr_pipeline_tests.dagster_processes import free_port
 from cdr_pipeline_tests.s3_server import BUCKET, FlakyProxy, S3Server, running_s3
@@ -256,6 +257,27 @@ def test_a_publish_that_fails_midway_leaves_the_previous_day_whole(
             warehouse.publish_partition(lake, DAY, *stage_day(tmp_path / "v2", 5))
     assert any(status == 403 for _m, _p, status in proxy.requests)
     assert {key: s3.read(key) for key in s3.keys(f"{prefix}/")} == before  # temp keys removed
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        folder_cases.test_call_in_two_exports_is_stored_once_in_any_order,
+        folder_cases.test_rerun_replaces_what_the_partition_loaded_before,
+        folder_cases.test_removed_call_is_restored_from_another_partition,
+    ],
+    ids=lambda case: case.__name__.removeprefix("test_"),
+)
+def test_the_loader_does_on_s3_what_it_does_on_a_folder(
+    tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch, case: Callable
+) -> None:
+    """test_warehouse's cases (a call in two days' exports, a re-run, a restore from another
+    day's files), with the lake on S3: publishes, listings and downloads through the S3 API."""
+    use_s3(monkeypatch, s3)
+    prefix = f"{PREFIX}/loader/{case.__name__}"
+    case(warehouse.Lake(tmp_path / "data", f"s3://{BUCKET}/{prefix}"), tmp_path)
+    assert any(key.startswith(f"{prefix}/parquet/calls/") for key in s3.keys(f"{prefix}/"))
+    assert local_files(tmp_path / "data") == []  # downloads are scratch, removed after
 
 
 @pytest.mark.parametrize(
