@@ -381,12 +381,13 @@ def _print_summary(settings: Settings, days: list[dt.date]) -> None:
         print(per_day)
         print("\nDaily KPIs")
         print(kpis)
-    lake_root = Path(settings.data_dir)
-    print(f"\nRaw exports:   {lake_root / 'raw'}")
-    print(f"Typed Parquet: {lake_root / 'parquet' / 'calls'}")
+    lake = warehouse.Lake(settings.data_dir, settings.lake_url).store
+    print(f"\nRaw exports:   {lake.uri(warehouse.RAW_PREFIX)}")
+    print(f"Typed Parquet: {lake.uri(warehouse.CALLS_PREFIX)}")
     print(f"Warehouse:     {settings.warehouse}")
     print('Query it:      uv run cdr-pipeline sql "FROM daily_kpis ORDER BY ALL"')
-    print(f"Daily report:  {report.report_path(report.reports_dir(lake_root), days[-1])}")
+    folder = report.reports_dir(Path(settings.data_dir))
+    print(f"Daily report:  {report.report_path(folder, days[-1])}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_BASE_URL = "https://api.callr.com"
 DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DATA_DIR = "./data"
+LAKE_URL_VARIABLE = "CDR_LAKE_URL"  # raw files and Parquet: a folder or s3://bucket/prefix
 DEFAULT_LATE_DAYS = 2
 DEFAULT_DAYS_PER_RUN = 31  # days a backfill run loads (BackfillPolicy.multi_run)
 DEFAULT_FETCH_CONCURRENCY = 4  # days of a run downloading at once (each: both directions)
@@ -72,12 +74,14 @@ class Settings:
     receiver_request_timeout_s: int = DEFAULT_RECEIVER_REQUEST_TIMEOUT_S
     naive_timezone: str = DEFAULT_TIMEZONE
     realtime_reconcile_days: int = DEFAULT_REALTIME_RECONCILE_DAYS
+    lake_url: str = ""  # CDR_LAKE_URL; empty: the data directory
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
         data_dir = Path(env.get("CDR_DATA_DIR") or DEFAULT_DATA_DIR)
         warehouse = Path(env.get("CDR_WAREHOUSE") or data_dir / "warehouse.duckdb")
+        lake_url = check_lake_url(env.get(LAKE_URL_VARIABLE) or str(data_dir))
         start_raw = env.get("CDR_START_DATE") or DEFAULT_START_DATE
         try:
             start_date = dt.date.fromisoformat(start_raw)
@@ -117,7 +121,41 @@ class Settings:
             realtime_reconcile_days=_parse_count(
                 env, "CDR_REALTIME_RECONCILE_DAYS", DEFAULT_REALTIME_RECONCILE_DAYS
             ),
+            lake_url=lake_url,
         )
+
+
+def s3_location(url: str) -> tuple[str, str] | None:
+    """(bucket, prefix) of an `s3://bucket/prefix` URL; None for a folder."""
+    if not url.lower().startswith("s3://"):
+        return None
+    parts = urlsplit(url)
+    return parts.netloc, parts.path.strip("/")
+
+
+def check_lake_url(url: str) -> str:
+    """CDR_LAKE_URL as given, if it is a folder or `s3://bucket[/prefix]`; else a ConfigError.
+
+    Credentials belong in the AWS variables, never in the URL (it is shown in messages and
+    stored in run config): a URL carrying any is refused without being echoed.
+    """
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "s3":
+        raise ConfigError(
+            f"{LAKE_URL_VARIABLE} must be a folder or s3://bucket/prefix, "
+            f"got a {parts.scheme}:// URL"
+        )
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(
+            f"{LAKE_URL_VARIABLE} must be s3://bucket/prefix with no credentials or options in "
+            "it: put credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the endpoint "
+            "in AWS_ENDPOINT_URL"
+        )
+    if not parts.netloc:
+        raise ConfigError(f"{LAKE_URL_VARIABLE} must name a bucket: s3://bucket/prefix")
+    return url
 
 
 def parse_ner_causes(raw: str | None) -> tuple[int, ...]:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import pyarrow.parquet as pq
 
 from cdr_pipeline import marts, merge, normalize, warehouse
 from cdr_pipeline.callr.client import (
@@ -32,6 +31,7 @@ from cdr_pipeline.callr.client import (
     ExportDownload,
 )
 from cdr_pipeline.config import DEFAULT_FETCH_CONCURRENCY, day_window
+from cdr_pipeline.lakestore import LakeError
 from cdr_pipeline.schema import DIRECTIONS
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class LandedDay:
     downloads: tuple[ExportDownload, ...]
     rows: dict[str, int]  # data records per direction
     fetch_s: float
+    locations: dict[str, str]  # where each direction's raw file is (a path or an s3:// URL)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class TypedDay:
 
     day: dt.date
     stats: normalize.NormalizeStats
-    published: tuple[Path, ...]
+    published: tuple[str, ...]  # where the calls files are (paths or s3:// URLs)
     typed_rows: int  # read back from the published files
     rejected_rows: int  # read back from the published rejects file
     parquet_bytes: int
@@ -83,14 +84,16 @@ class LandingResult:
 def fetch_day(
     client: CallrExportClient, lake: warehouse.Lake, day: dt.date, timezone: str
 ) -> LandedDay:
-    """Download both directions' exports of local `day` into the raw landing."""
+    """Download both directions' exports of local `day` into the raw landing (on S3: both
+    published once both are whole, see `LakeStore.writing`)."""
     started = time.perf_counter()
     window = day_window(day, timezone)
-    downloads = client.fetch_exports(
-        {direction: lake.raw_file(day, direction) for direction in DIRECTIONS}, *window
-    )
-    rows = {d.direction: normalize.count_csv_rows(d.path) for d in downloads}
-    return LandedDay(day, window, tuple(downloads), rows, time.perf_counter() - started)
+    keys = [lake.raw_key(day, direction) for direction in DIRECTIONS]
+    with lake.store.writing(keys, lake.staging_dir) as paths:
+        downloads = client.fetch_exports(dict(zip(DIRECTIONS, paths, strict=True)), *window)
+        rows = {d.direction: normalize.count_csv_rows(d.path) for d in downloads}
+    locations = {d: lake.store.uri(key) for d, key in zip(DIRECTIONS, keys, strict=True)}
+    return LandedDay(day, window, tuple(downloads), rows, time.perf_counter() - started, locations)
 
 
 def type_day(
@@ -102,40 +105,45 @@ def type_day(
 ) -> TypedDay:
     """Type the day's raw exports into the Parquet lake (published atomically, see
     `warehouse.publish_partition`); counts read back from the published files."""
-    files = [normalize.ExportFile(lake.raw_file(day, d), d) for d in DIRECTIONS]
     staging = lake.staging_dir / f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     started = time.perf_counter()
     try:
-        plan = normalize.normalize_exports(
-            files, partition_date=day, timezone=timezone, naive_timezone=naive_timezone
-        )
-        stats = normalize.write_normalized(
-            plan,
-            pl.PartitionBy(
-                staging / "calls",
-                key="call_date",
-                include_key=True,
-                approximate_bytes_per_file=None,
-            ),
-            staging / "rejects.parquet",
-            raw_rows=raw_rows,
-        )
+        with lake.store.local_files(staging) as local:
+            raw = local.paths(lake.raw_key(day, d) for d in DIRECTIONS)
+            plan = normalize.normalize_exports(
+                [normalize.ExportFile(Path(p), d) for p, d in zip(raw, DIRECTIONS, strict=True)],
+                partition_date=day,
+                timezone=timezone,
+                naive_timezone=naive_timezone,
+            )
+            stats = normalize.write_normalized(
+                plan,
+                pl.PartitionBy(
+                    staging / "calls",
+                    key="call_date",
+                    include_key=True,
+                    approximate_bytes_per_file=None,
+                ),
+                staging / "rejects.parquet",
+                raw_rows=raw_rows,
+            )
         staged = sorted((staging / "calls").glob("call_date=*/*.parquet"))
+        # Five rows, read lazily (reading the file, then taking its head, would load the day),
+        # from the first file before it is published: the same bytes, without a download.
+        preview = pl.scan_parquet(staged[0]).head(5).collect() if staged else pl.DataFrame()
         published = warehouse.publish_partition(lake, day, staged, staging / "rejects.parquet")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     elapsed = time.perf_counter() - started
-    rejects = lake.rejects_file(day)
-    # Five rows, read lazily: reading the file and then taking its head would load the day.
-    preview = pl.scan_parquet(published[0]).head(5).collect() if published else pl.DataFrame()
+    rejects = lake.rejects_key(day)
     return TypedDay(
         day=day,
         stats=stats,
-        published=tuple(published),
-        typed_rows=sum(pq.ParquetFile(p).metadata.num_rows for p in published),
-        rejected_rows=pq.ParquetFile(rejects).metadata.num_rows,
-        parquet_bytes=sum(p.stat().st_size for p in [*published, rejects]),
+        published=tuple(lake.store.uri(key) for key in published),
+        typed_rows=sum(lake.store.parquet_rows(key) for key in published),
+        rejected_rows=lake.store.parquet_rows(rejects),
+        parquet_bytes=sum(lake.store.size(key) for key in [*published, rejects]),
         normalize_s=elapsed,
         preview=preview,
     )
@@ -162,6 +170,7 @@ def land_days(
     result = LandingResult()
     if not ordered:
         return result
+    lake.store.check()  # an unusable lake fails the range at once, like a rejected key
 
     def finish(day: dt.date, landed: Future | None) -> None:
         try:
@@ -183,8 +192,8 @@ def land_days(
     with ThreadPoolExecutor(max(concurrency, 1), thread_name_prefix="callr-day") as pool:
         first = pool.submit(fetch_day, client, lake, ordered[0], timezone)
         wait([first])
-        if isinstance(first.exception(), CallrAuthError | CallrRequestError):
-            raise first.exception()  # the key or the URL: every day would fail the same way
+        if isinstance(first.exception(), CallrAuthError | CallrRequestError | LakeError):
+            raise first.exception()  # the key, a URL, the lake: every day would fail the same way
         pending = {pool.submit(fetch_day, client, lake, d, timezone): d for d in ordered[1:]}
         finish(ordered[0], first)
         while pending:
@@ -202,8 +211,10 @@ def load_batches(
     a big day's load stays its own (memory follows the rows a load holds, not the range)."""
     batches: list[list[dt.date]] = []
     rows = 0
-    for day in sorted(set(days)):
-        size = sum(pq.ParquetFile(p).metadata.num_rows for p in lake.calls_files(day))
+    ordered = sorted(set(days))
+    owned = lake.calls_keys_of(ordered)
+    for day in ordered:
+        size = sum(lake.store.parquet_rows(key) for key in owned[day])
         if batches and rows + size <= max_rows:
             batches[-1].append(day)
             rows += size

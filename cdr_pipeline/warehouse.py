@@ -40,12 +40,14 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
 
 from cdr_pipeline import marts, merge, q850
 from cdr_pipeline.db import TableReads, count, date_literal, first_row, scalar, transaction
+from cdr_pipeline.lakestore import STAGING, LakeError, LakeStore, LocalFiles
 from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS, ddl
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ log = logging.getLogger(__name__)
 CALLS_TABLE = "calls"
 REJECTS_TABLE = "call_rejects"
 Q850_TABLE = "q850_causes"
+RAW_PREFIX = "raw"
+CALLS_PREFIX = f"parquet/{CALLS_TABLE}"
+REJECTS_PREFIX = f"parquet/{REJECTS_TABLE}"
 LOADS_TABLE = "partition_loads"  # one row per daily partition loaded: when, and what it held
 # DuckDB's buffer pool may grow to 80 % of RAM by default, and a day's load (millions of rows
 # streamed from Parquet into `calls`) would use much of it: a writer gets a bound instead, and
@@ -66,35 +71,69 @@ class WarehouseLockedError(RuntimeError):
 
 @dataclass(frozen=True)
 class Lake:
-    """Paths of the files the pipeline keeps under `CDR_DATA_DIR`."""
+    """The lake's layout: raw exports and typed Parquet under `CDR_LAKE_URL` (by default the
+    data directory itself; or `s3://bucket/prefix`, see `lakestore`).
+
+    Files are named by keys relative to the lake's root, the same in a folder and on S3. The
+    `Path` helpers (`raw_file`, `calls_files`, `rejects_file`) are for folder lakes.
+    """
 
     data_dir: Path
+    url: str = ""  # CDR_LAKE_URL; empty: `data_dir`
 
-    @property
-    def raw_dir(self) -> Path:
-        return self.data_dir / "raw"
-
-    @property
-    def calls_dir(self) -> Path:
-        return self.data_dir / "parquet" / CALLS_TABLE
-
-    @property
-    def rejects_dir(self) -> Path:
-        return self.data_dir / "parquet" / REJECTS_TABLE
+    @cached_property
+    def store(self) -> LakeStore:
+        return LakeStore(self.url or str(self.data_dir))
 
     @property
     def staging_dir(self) -> Path:
-        return self.data_dir / "staging"
+        """Local scratch: inside a folder lake (a publish is then a rename), else in the data
+        directory."""
+        return (self.store.folder or self.data_dir) / STAGING
+
+    @staticmethod
+    def raw_key(partition: dt.date, direction: str) -> str:
+        return f"{RAW_PREFIX}/{partition.isoformat()}/{direction}.csv"
+
+    @staticmethod
+    def calls_key(call_date_folder: str, partition: dt.date) -> str:
+        """The file a partition owns in one `call_date=<date>` folder."""
+        return f"{CALLS_PREFIX}/{call_date_folder}/{_part_name(partition)}"
+
+    @staticmethod
+    def rejects_key(partition: dt.date) -> str:
+        return f"{REJECTS_PREFIX}/call_date={partition.isoformat()}/{_part_name(partition)}"
+
+    def calls_keys(self, partition: dt.date) -> list[str]:
+        """The typed Parquet files a partition owns (usually one, sometimes two call dates)."""
+        return self.calls_keys_of([partition])[partition]
+
+    def calls_keys_of(self, partitions: Sequence[dt.date]) -> dict[dt.date, list[str]]:
+        """`calls_keys` of several partitions, from one listing of the calls folder."""
+        owned: dict[dt.date, list[str]] = {p: [] for p in partitions}
+        names = {_part_name(p): p for p in partitions}
+        for key in self.store.keys(CALLS_PREFIX):
+            folder, _, name = key.rpartition("/")
+            if name in names and folder.rpartition("/")[2].startswith("call_date="):
+                owned[names[name]].append(key)
+        return owned
+
+    def _local(self, key: str) -> Path:
+        if self.store.folder is None:
+            raise LakeError(f"the lake {self.url} is not a folder: use the store for {key}")
+        return self.store.folder / key
 
     def raw_file(self, partition: dt.date, direction: str) -> Path:
-        return self.raw_dir / partition.isoformat() / f"{direction}.csv"
+        return self._local(self.raw_key(partition, direction))
 
     def calls_files(self, partition: dt.date) -> list[Path]:
-        """The typed Parquet files a partition owns (usually one, sometimes two call dates)."""
-        return sorted(self.calls_dir.glob(f"call_date=*/{_part_name(partition)}"))
+        return [self._local(key) for key in self.calls_keys(partition)]
 
     def rejects_file(self, partition: dt.date) -> Path:
-        return self.rejects_dir / f"call_date={partition.isoformat()}" / _part_name(partition)
+        return self._local(self.rejects_key(partition))
+
+
+_PART_FILE = re.compile(r"part-\d{4}-\d{2}-\d{2}\.parquet")
 
 
 def _part_name(partition: dt.date) -> str:
@@ -103,26 +142,19 @@ def _part_name(partition: dt.date) -> str:
 
 def publish_partition(
     lake: Lake, partition: dt.date, staged_calls: Sequence[Path], staged_rejects: Path
-) -> list[Path]:
+) -> list[str]:
     """Move a partition's staged Parquet files into the lake, replacing what it owned before.
 
-    `staged_calls` are files laid out as `call_date=<date>/<any name>` under a staging folder on
-    the same file system. Each file is moved with an atomic rename, so a reader sees either the
-    old or the new file, never half of one; the partition's files for call dates it no longer
-    holds are removed last.
+    `staged_calls` are files laid out as `call_date=<date>/<any name>` under a staging folder
+    (for a folder lake, on its file system). Each file replaces its target whole, so a reader
+    sees either the old or the new file, never half of one (`LakeStore.publish`); the
+    partition's files for call dates it no longer holds are removed last. Returns the keys of
+    the published calls files.
     """
-    published: list[Path] = []
-    for staged in staged_calls:
-        target = lake.calls_dir / staged.parent.name / _part_name(partition)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target)
-        published.append(target)
-    for stale in set(lake.calls_files(partition)) - set(published):
-        stale.unlink()
-    rejects_target = lake.rejects_file(partition)
-    rejects_target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged_rejects, rejects_target)
-    return sorted(published)
+    staged = {lake.calls_key(path.parent.name, partition): path for path in staged_calls}
+    stale = sorted(set(lake.calls_keys(partition)) - set(staged))
+    lake.store.publish({**staged, lake.rejects_key(partition): staged_rejects}, remove=stale)
+    return sorted(staged)
 
 
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -227,7 +259,7 @@ class LoadStats:
     calls_read: TableReads  # row groups of `calls` the load read, of all it has
 
 
-def _append_rejects(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
+def _append_rejects(con: duckdb.DuckDBPyConnection, files: Sequence[Path | str]) -> int:
     """Insert rejects from Parquet files into `call_rejects`; how many rows they held."""
     if not files:
         return 0
@@ -269,7 +301,20 @@ def load_partitions(
     """
     ensure_schema(con)
     days = sorted(set(partitions))
-    files = {day: [str(p) for p in lake.calls_files(day)] for day in days}
+    with lake.store.local_files(lake.staging_dir) as local:
+        return _load_partitions(con, lake, local, days, timezone)
+
+
+def _load_partitions(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    local: LocalFiles,
+    days: list[dt.date],
+    timezone: str,
+) -> dict[dt.date, LoadStats]:
+    """`load_partitions`, with the lake's files read through `local` (in place, or downloaded)."""
+    keys = lake.calls_keys_of(days)
+    files = {day: local.paths(keys[day]) for day in days}
     loaded = [day for day in days if files[day]]
     copies = " UNION ALL ".join(
         f"SELECT {merge.CALL_NAMES}, {date_literal(day)} AS load_partition "
@@ -299,11 +344,11 @@ def load_partitions(
             owned=merge.Owned(owned, _owned_window(con, owned)),
         )
         restored = (
-            _restore_better_copies(con, lake, days, result.window, timezone)
+            _restore_better_copies(con, lake, local, days, result.window, timezone)
             if result.window
             else {}
         )
-        stats = _partition_stats(con, days, per_day, result, restored, lake)
+        stats = _partition_stats(con, days, per_day, result, restored, lake, local)
     return stats
 
 
@@ -338,6 +383,7 @@ def _owned_window(con: duckdb.DuckDBPyConnection, owned: str) -> merge.Window | 
 def _restore_better_copies(
     con: duckdb.DuckDBPyConnection,
     lake: Lake,
+    local: LocalFiles,
     partitions: Sequence[dt.date],
     window: merge.Window,
     timezone: str,
@@ -346,17 +392,19 @@ def _restore_better_copies(
     export) that another partition's Parquet carries better: that copy is stored instead (rare).
     Only the files of the call dates in the load's window can hold them. Restored rows, by the
     partition whose load removed them."""
-    mine = {_part_name(p) for p in partitions}
-    others = [
-        str(path)
-        for day in window.days()
-        for path in sorted((lake.calls_dir / f"call_date={day.isoformat()}").glob("part-*.parquet"))
-        if path.name not in mine
-    ]
     candidates = (
         "SELECT call_id, owner FROM orphaned UNION ALL SELECT call_id, owner FROM downgraded"
     )
-    if not others or not count(con, f"SELECT count(*) FROM ({candidates})"):
+    if not count(con, f"SELECT count(*) FROM ({candidates})"):
+        return {}
+    mine = {_part_name(p) for p in partitions}
+    others = local.paths(
+        key
+        for day in window.days()
+        for key in lake.store.keys(f"{CALLS_PREFIX}/call_date={day.isoformat()}")
+        if _PART_FILE.fullmatch(key.rpartition("/")[2]) and key.rpartition("/")[2] not in mine
+    )
+    if not others:
         return {}
     where = window.sql("c")
     named = (
@@ -396,6 +444,7 @@ def _partition_stats(
     result: merge.MergeResult,
     restored: dict[dt.date, int],
     lake: Lake,
+    local: LocalFiles,
 ) -> dict[dt.date, LoadStats]:
     """Each partition's share of a load; its rejects replaced, its ledger row written."""
     batch = ", ".join(date_literal(day) for day in days)
@@ -415,8 +464,8 @@ def _partition_stats(
     con.execute(f"DELETE FROM {REJECTS_TABLE} WHERE call_date IN ({batch}) AND source = 'export'")
     stats = {}
     for day in days:
-        rejects_file = lake.rejects_file(day)
-        rejects = _append_rejects(con, [rejects_file] if rejects_file.exists() else [])
+        key = lake.rejects_key(day)
+        rejects = _append_rejects(con, local.paths([key]) if lake.store.exists(key) else [])
         arrived, kept_here = incoming.get(day, 0), written.get(day, 0)
         con.execute(
             f"INSERT OR REPLACE INTO {LOADS_TABLE} VALUES ({date_literal(day)}, now(), ?, ?, ?)",

@@ -140,7 +140,7 @@ def _landed_metadata(landed: core.LandedDay) -> dict[str, object]:
     for download in landed.downloads:
         direction = download.direction
         metadata |= {
-            f"{direction}_path": dg.MetadataValue.path(str(download.path)),
+            f"{direction}_path": dg.MetadataValue.path(landed.locations[direction]),
             f"{direction}_bytes": download.bytes,
             f"{direction}_rows": landed.rows[direction],
             f"{direction}_sha256": download.sha256,
@@ -160,7 +160,7 @@ def _typed_metadata(typed: core.TypedDay) -> dict[str, object]:
         "unknown_columns": ", ".join(stats.unknown_columns) or "none",
         "min_started_at": _iso(stats.min_started_at),
         "max_started_at": _iso(stats.max_started_at),
-        "files": [str(p) for p in typed.published],
+        "files": list(typed.published),
         "parquet_bytes": typed.parquet_bytes,
         "normalize_s": round(typed.normalize_s, 3),
         "preview": dg.MetadataValue.md(markdown_table(typed.preview)),

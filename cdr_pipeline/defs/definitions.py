@@ -86,6 +86,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             "lake": WarehouseResource(
                 data_dir=str(settings.data_dir),
                 warehouse_path=str(settings.warehouse),
+                lake_url=settings.lake_url,
                 timezone=settings.timezone,
                 naive_timezone=settings.naive_timezone,
                 ner_causes=list(settings.ner_causes),

@@ -62,6 +62,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
     data_dir: str
     warehouse_path: str
+    lake_url: str = Field(
+        default="",
+        description="CDR_LAKE_URL: a folder or s3://bucket/prefix (empty: data_dir). "
+        "S3 credentials come from the AWS variables at run time, never from here",
+    )
     timezone: str = DEFAULT_TIMEZONE
     naive_timezone: str = Field(
         default=DEFAULT_TIMEZONE,
@@ -78,7 +83,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @property
     def lake(self) -> warehouse.Lake:
-        return warehouse.Lake(Path(self.data_dir))
+        return warehouse.Lake(Path(self.data_dir), self.lake_url)
 
     def mart_settings(self) -> marts.MartSettings:
         """What the marts must be computed with."""
