@@ -36,6 +36,11 @@ DEFAULT_RECEIVER_MAX_JSON_DEPTH = 16  # an event envelope nests 3 levels
 DEFAULT_RECEIVER_MAX_HEADER_BYTES = 16 * 1024  # request line + headers (h11's default)
 DEFAULT_RECEIVER_REQUEST_TIMEOUT_S = 10  # for the request head, and again for the body
 DEFAULT_REALTIME_RECONCILE_DAYS = 2  # the export must confirm real-time calls after this
+# Privacy (README "Privacy"): CDR_PRIVACY, CDR_PRIVACY_KEY (read at run time by the resource that
+# needs it, never held here), CDR_RAW_RETENTION_DAYS.
+PRIVACY_MODES = ("clear", "pseudonymise")
+DEFAULT_PRIVACY = "clear"
+MIN_PRIVACY_KEY_CHARS = 16
 
 
 class ConfigError(ValueError):
@@ -72,6 +77,8 @@ class Settings:
     receiver_request_timeout_s: int = DEFAULT_RECEIVER_REQUEST_TIMEOUT_S
     naive_timezone: str = DEFAULT_TIMEZONE
     realtime_reconcile_days: int = DEFAULT_REALTIME_RECONCILE_DAYS
+    privacy: str = DEFAULT_PRIVACY
+    raw_retention_days: int | None = None  # None: raw exports and landed events are kept
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -117,7 +124,36 @@ class Settings:
             realtime_reconcile_days=_parse_count(
                 env, "CDR_REALTIME_RECONCILE_DAYS", DEFAULT_REALTIME_RECONCILE_DAYS
             ),
+            privacy=privacy_mode(env),
+            raw_retention_days=_parse_retention(env, "CDR_RAW_RETENTION_DAYS"),
         )
+
+
+def privacy_mode(env: Mapping[str, str]) -> str:
+    """CDR_PRIVACY (`clear` or `pseudonymise`), checked with its key: in pseudonymise mode
+    CDR_PRIVACY_KEY must be set (its value never appears in a message)."""
+    raw = (env.get("CDR_PRIVACY") or DEFAULT_PRIVACY).strip().lower()
+    mode = "pseudonymise" if raw == "pseudonymize" else raw
+    if mode not in PRIVACY_MODES:
+        raise ConfigError(f"CDR_PRIVACY must be one of {', '.join(PRIVACY_MODES)}, got {raw!r}")
+    key = env.get("CDR_PRIVACY_KEY") or ""
+    if mode == "pseudonymise" and len(key) < MIN_PRIVACY_KEY_CHARS:
+        raise ConfigError(
+            "CDR_PRIVACY_KEY must be set to a secret of at least "
+            f"{MIN_PRIVACY_KEY_CHARS} characters when CDR_PRIVACY=pseudonymise "
+            f"({'it is not set' if not key else 'it is too short'}; e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return mode
+
+
+def _parse_retention(env: Mapping[str, str], name: str) -> int | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a whole number of days (at least 1), got {raw!r}")
+    return int(raw)
 
 
 def parse_ner_causes(raw: str | None) -> tuple[int, ...]:

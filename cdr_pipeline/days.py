@@ -24,7 +24,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from cdr_pipeline import marts, merge, normalize, warehouse
+from cdr_pipeline import marts, merge, normalize, privacy, warehouse
 from cdr_pipeline.callr.client import (
     CallrAuthError,
     CallrExportClient,
@@ -65,9 +65,13 @@ class TypedDay:
 
     @property
     def reconciled(self) -> bool:
-        """Raw records = typed + rejected + collapsed duplicates, each counted independently."""
+        """Raw records = typed + rejected + collapsed duplicates (+ erased), each counted
+        independently."""
         return self.stats.raw_rows == (
-            self.typed_rows + self.rejected_rows + self.stats.duplicate_rows
+            self.typed_rows
+            + self.rejected_rows
+            + self.stats.duplicate_rows
+            + self.stats.erased_rows
         )
 
 
@@ -99,16 +103,31 @@ def type_day(
     timezone: str,
     naive_timezone: str = "UTC",
     raw_rows: int | None = None,
+    rules: privacy.Privacy = privacy.CLEAR,
 ) -> TypedDay:
     """Type the day's raw exports into the Parquet lake (published atomically, see
-    `warehouse.publish_partition`); counts read back from the published files."""
+    `warehouse.publish_partition`); counts read back from the published files.
+
+    `rules` pseudonymise the numbers and drop the erased ones (`cdr_pipeline.privacy`). In
+    pseudonymise mode the raw exports, which hold the numbers in clear, are deleted once typed.
+    """
     files = [normalize.ExportFile(lake.raw_file(day, d), d) for d in DIRECTIONS]
+    missing = [f.path for f in files if not f.path.exists()]
+    if missing and rules.pseudonymise:
+        raise FileNotFoundError(
+            f"{missing[0]} is gone: in pseudonymise mode a raw export is deleted once typed, "
+            "so the day must be fetched again (materialise raw_cdr_exports with typed_calls)"
+        )
     staging = lake.staging_dir / f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     started = time.perf_counter()
     try:
         plan = normalize.normalize_exports(
-            files, partition_date=day, timezone=timezone, naive_timezone=naive_timezone
+            files,
+            partition_date=day,
+            timezone=timezone,
+            naive_timezone=naive_timezone,
+            privacy=rules,
         )
         stats = normalize.write_normalized(
             plan,
@@ -125,10 +144,19 @@ def type_day(
         published = warehouse.publish_partition(lake, day, staged, staging / "rejects.parquet")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if rules.pseudonymise:
+        for export in files:
+            export.path.unlink(missing_ok=True)
     elapsed = time.perf_counter() - started
     rejects = lake.rejects_file(day)
     # Five rows, read lazily: reading the file and then taking its head would load the day.
-    preview = pl.scan_parquet(published[0]).head(5).collect() if published else pl.DataFrame()
+    # Without the personal columns, in either mode: Dagster's storage then never holds a
+    # number, so an erasure need not (and could not) reach into its event log.
+    preview = (
+        pl.scan_parquet(published[0]).drop(privacy.PERSONAL_COLUMNS).head(5).collect()
+        if published
+        else pl.DataFrame()
+    )
     return TypedDay(
         day=day,
         stats=stats,
@@ -151,6 +179,7 @@ def land_days(
     concurrency: int = DEFAULT_FETCH_CONCURRENCY,
     naive_timezone: str = "UTC",
     on_day: Callable[[dt.date, str | None], None] = lambda _day, _error: None,
+    rules: privacy.Privacy = privacy.CLEAR,
 ) -> LandingResult:
     """Fetch (when `client` is given) and type (when `typing`) each of `days`.
 
@@ -170,7 +199,7 @@ def land_days(
                 result.landed[day] = landed.result()
                 raw_rows = sum(result.landed[day].rows.values())  # counted once, at the fetch
             if typing:
-                result.typed[day] = type_day(lake, day, timezone, naive_timezone, raw_rows)
+                result.typed[day] = type_day(lake, day, timezone, naive_timezone, raw_rows, rules)
         except Exception as error:  # one day's failure is reported, not fatal
             result.failures[day] = str(error) or type(error).__name__
             log.warning("%s failed: %s", day, result.failures[day])

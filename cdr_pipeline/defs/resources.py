@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from cdr_pipeline import marts, warehouse
+from cdr_pipeline import marts, privacy, warehouse
 from cdr_pipeline.callr.client import CallrExportClient, RetryPolicy
 from cdr_pipeline.config import (
     DEFAULT_BASE_URL,
@@ -75,6 +75,24 @@ class WarehouseResource(dg.ConfigurableResource):
         default=600.0,
         description="How long a load waits for another process to release the DuckDB file",
     )
+    privacy_key: str = Field(
+        default="",
+        description="CDR_PRIVACY_KEY, wired with dg.EnvVar in pseudonymise mode (never stored); "
+        "empty: numbers are kept in clear",
+    )
+    raw_retention_days: int | None = Field(
+        default=None,
+        description="CDR_RAW_RETENTION_DAYS: raw exports and landed events older are deleted",
+    )
+
+    def __repr__(self) -> str:
+        return f"WarehouseResource(data_dir={self.data_dir!r}, privacy_key='***')"
+
+    __str__ = __repr__
+
+    def privacy_rules(self) -> privacy.Privacy:
+        """The pseudonymisation key (if any) and the erasure list, as of now."""
+        return privacy.load_privacy(Path(self.data_dir), self.privacy_key or None)
 
     @property
     def lake(self) -> warehouse.Lake:
