@@ -24,7 +24,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from cdr_pipeline import marts, merge, normalize, privacy, warehouse
+from cdr_pipeline import erasure, marts, merge, normalize, privacy, warehouse
 from cdr_pipeline.callr.client import (
     CallrAuthError,
     CallrExportClient,
@@ -144,9 +144,11 @@ def type_day(
         published = warehouse.publish_partition(lake, day, staged, staging / "rejects.parquet")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if rules.pseudonymise:
-        for export in files:
+    for export in files:
+        if rules.pseudonymise:
             export.path.unlink(missing_ok=True)
+        elif stats.erased_rows and export.path.exists():  # an erased number came back: not here
+            erasure.remove_raw_rows(export.path, rules.is_erased_number)
     elapsed = time.perf_counter() - started
     rejects = lake.rejects_file(day)
     # Five rows, read lazily: reading the file and then taking its head would load the day.

@@ -187,11 +187,14 @@ class Privacy:
             raise ErasureError("no erasure salt: load the privacy settings with `load_privacy`")
         return hmac.new(self.erasure_salt, number_key(number).encode(), "sha256").hexdigest()
 
+    def is_erased_number(self, number: str) -> bool:
+        return bool(self.erased) and self.erasure_hash(number) in self.erased
+
     def is_erased(self, columns: Iterable[pl.Expr]) -> pl.Expr:
         """Whether any of `columns` (raw number text) holds an erased number."""
         if not self.erased:
             return pl.lit(False)
-        hit = _per_distinct(lambda v: self.erasure_hash(v) in self.erased, pl.Boolean())
+        hit = _per_distinct(self.is_erased_number, pl.Boolean())
         return pl.any_horizontal(
             c.map_batches(hit, return_dtype=pl.Boolean, is_elementwise=True).fill_null(False)
             for c in columns

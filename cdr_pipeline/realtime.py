@@ -186,6 +186,28 @@ def prepare_batch(
     return batch
 
 
+def _parsed_cdr(event: LandedEvent) -> tuple[Any, dict, dict[str, str]] | None:
+    """The body, its CDR object and the CDR's keys -> Callr fields; None if unreadable."""
+    try:
+        document = json.loads(event.body)
+        cdr = envelope.cdr_at(document, event.cdr_path)
+        mapping, _ = normalize.header_mapping(list(cdr))
+    except (ValueError, normalize.ExportHeaderError, KeyError, TypeError, AttributeError):
+        return None
+    return document, cdr, mapping
+
+
+def _of_erased_number(event: LandedEvent, rules: privacy.Privacy) -> bool:
+    """Whether the event's CDR has an erased number as caller or callee."""
+    parsed = _parsed_cdr(event)
+    return parsed is not None and any(
+        field_name in privacy.NUMBER_FIELDS.values()
+        and isinstance(parsed[1][name], str)
+        and rules.is_erased_number(parsed[1][name])
+        for name, field_name in parsed[2].items()
+    )
+
+
 WITHHELD_BODY = '{"withheld": "a body that cannot be read is not kept in pseudonymise mode"}'
 
 
@@ -195,12 +217,10 @@ def shown_body(event: LandedEvent, rules: privacy.Privacy) -> str:
     removed (a body that cannot be read is withheld whole)."""
     if rules.key is None:
         return event.body
-    try:
-        document = json.loads(event.body)
-        cdr = envelope.cdr_at(document, event.cdr_path)
-        mapping, _ = normalize.header_mapping(list(cdr))
-    except (ValueError, normalize.ExportHeaderError, KeyError, TypeError):
+    parsed = _parsed_cdr(event)
+    if parsed is None:
         return WITHHELD_BODY
+    document, cdr, mapping = parsed
     for name, field_name in mapping.items():
         if field_name == privacy.NAME_FIELD:
             cdr[name] = None
@@ -349,9 +369,15 @@ def load_landed_events(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    erased = [e.seq for e in events if rules.erased and _of_erased_number(e, rules)]
+    if erased:  # an erased number delivered again: its calls were dropped, its events go too
+        with LandingStore(landing_file) as store:
+            store.delete_events(f"seq IN ({', '.join('?' * len(erased))})", erased)
     if rules.pseudonymise:
         with LandingStore(landing_file) as store:
-            store.replace_bodies({e.seq: shown_body(e, rules) for e in events})
+            store.replace_bodies(
+                {e.seq: shown_body(e, rules) for e in events if e.seq not in erased}
+            )
     return RealtimeResult(
         store_id=store_id,
         watermark_before=watermark,
