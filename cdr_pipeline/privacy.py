@@ -161,9 +161,9 @@ def _per_distinct(function: Callable[[str], object], dtype: pl.DataType) -> Call
 
 
 def tokens(column: pl.Expr, key: bytes) -> pl.Expr:
-    """`column`'s numbers as tokens (null stays null)."""
+    """`column`'s numbers as tokens (null and empty stay as they are)."""
     return column.map_batches(
-        _per_distinct(lambda v: token(key, v), pl.String()),
+        _per_distinct(lambda v: token(key, v) if v.strip() else v, pl.String()),
         return_dtype=pl.String,
         is_elementwise=True,
     )
