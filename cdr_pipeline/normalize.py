@@ -626,7 +626,10 @@ class _FileScan:
         ]
         absent = [f for f in SOURCE_FIELDS if f not in self.mapping.values()]
         shown = [
-            privacy_rules.raw_field(pl.col(c), c.removeprefix(_RAW), self.privacy) for c in internal
+            privacy_rules.raw_field(
+                pl.col(c), c.removeprefix(_RAW) if c.startswith(_RAW) else None, self.privacy
+            )
+            for c in internal
         ]
         raw_json = pl.struct(
             [c.alias(key) for c, key in zip(shown, _json_keys(self.header), strict=True)]

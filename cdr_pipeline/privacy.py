@@ -225,11 +225,13 @@ def with_number_columns(rows: pl.LazyFrame, privacy: Privacy) -> pl.LazyFrame:
     )
 
 
-def raw_field(column: pl.Expr, field_name: str, privacy: Privacy) -> pl.Expr:
-    """A raw text field as a reject's `raw` JSON may show it in this mode."""
+def raw_field(column: pl.Expr, field_name: str | None, privacy: Privacy) -> pl.Expr:
+    """A raw text field as a reject's `raw` JSON may show it in this mode. `field_name` None
+    is a column that is no Callr field: its value is withheld in pseudonymise mode (nobody
+    knows what it holds)."""
     if privacy.key is None:
         return column
-    if field_name == NAME_FIELD:
+    if field_name is None or field_name == NAME_FIELD:
         return pl.lit(None, pl.String)
     if field_name in NUMBER_FIELDS.values():
         return tokens(column, privacy.key)
