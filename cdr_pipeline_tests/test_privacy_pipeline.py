@@ -19,7 +19,9 @@ from unittest import mock
 import dagster as dg
 import duckdb
 import httpx
+import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from cdr_pipeline import cli, privacy, warehouse
 from cdr_pipeline.callr.simulator import SimulatorServer
@@ -137,11 +139,25 @@ def _stored_numbers(settings: Settings) -> set[str]:
     return numbers
 
 
-BY_COUNTRY = (
-    "SELECT direction, caller_country_code, caller_number_type, callee_country_code, "
-    "callee_number_type, count(*), sum(billing_debit), sum(duration_billed_s) "
-    "FROM calls GROUP BY ALL ORDER BY ALL"
-)
+def _by_country(path: Path, *, derive: bool) -> pl.DataFrame:
+    """Calls, debit and billed seconds by direction and both numbers' country code and type;
+    `derive`: from the numbers themselves (clear mode stores them, not their classes)."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        calls = con.execute("SELECT * FROM calls").pl()
+    if derive:
+        calls = calls.with_columns(
+            expression(pl.col(number)).alias(name)
+            for number, names in privacy.NUMBER_COLUMNS.items()
+            for name, expression in zip(
+                names, (privacy.country_code, privacy.number_type), strict=True
+            )
+        )
+    keys = ["direction", *(n for names in privacy.NUMBER_COLUMNS.values() for n in names)]
+    return (
+        calls.group_by(keys)
+        .agg(pl.len(), pl.col("billing_debit").sum(), pl.col("duration_billed_s").sum())
+        .sort(keys, nulls_last=True)
+    )
 
 
 def test_pseudonymise_mode_stores_no_number_in_clear(clear_run: Settings, tmp_path: Path) -> None:
@@ -169,7 +185,9 @@ def test_pseudonymise_mode_stores_no_number_in_clear(clear_run: Settings, tmp_pa
         "SELECT count(*) FROM calls WHERE NOT regexp_full_match(callee, 'pn_[0-9a-f]{32}') "
         "OR caller_name IS NOT NULL",
     ) == [(0,)]
-    assert _query(settings.warehouse, BY_COUNTRY) == _query(clear_run.warehouse, BY_COUNTRY)
+    by_country = _by_country(settings.warehouse, derive=False)
+    assert by_country.filter(pl.col("callee_country_code") == "33").height > 0
+    assert_frame_equal(by_country, _by_country(clear_run.warehouse, derive=True))
     # Same number, same token: as many distinct callees as distinct numbers (in any spelling).
     clear_callees = _query(clear_run.warehouse, "SELECT DISTINCT callee FROM calls")
     assert _query(settings.warehouse, "SELECT count(DISTINCT callee) FROM calls") == [
