@@ -205,15 +205,9 @@ class LandingStore:
     def delete_events(self, where: str, params: Sequence[object] = ()) -> list[int]:
         """Delete the events matching an SQL condition (erasure, retention); their `seq`s. The
         freed pages are purged of their text (see `purge_freed_pages`)."""
-        con = self._con
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate() as con:
             seqs = [r[0] for r in con.execute(f"SELECT seq FROM events WHERE {where}", params)]
             con.execute(f"DELETE FROM events WHERE {where}", params)
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
         self.purge_freed_pages()
         return seqs
 
@@ -222,15 +216,20 @@ class LandingStore:
         return self._con.execute(f"SELECT seq, body FROM events WHERE {where}", params).fetchall()
 
     def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
+        with self._immediate() as con:
+            return sum(con.execute(sql, row).rowcount for row in rows)
+
+    @contextlib.contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed if the block succeeds, else rolled back."""
         con = self._con
         con.execute("BEGIN IMMEDIATE")
         try:
-            changed = sum(con.execute(sql, row).rowcount for row in rows)
+            yield con
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
             raise
-        return changed
 
     def purge_freed_pages(self) -> None:
         """Leave no trace of deleted or rewritten text in the file: `secure_delete` (set when
