@@ -41,7 +41,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from cdr_pipeline import normalize, privacy, timestamps, warehouse
+from cdr_pipeline import landed_privacy, normalize, privacy, timestamps, warehouse
 from cdr_pipeline.config import check_timezone
 from cdr_pipeline.receiver import envelope
 from cdr_pipeline.receiver.landing import LandedEvent, LandingStore, open_reader
@@ -186,49 +186,6 @@ def prepare_batch(
     return batch
 
 
-def _parsed_cdr(event: LandedEvent) -> tuple[Any, dict, dict[str, str]] | None:
-    """The body, its CDR object and the CDR's keys -> Callr fields; None if unreadable."""
-    try:
-        document = json.loads(event.body)
-        cdr = envelope.cdr_at(document, event.cdr_path)
-        mapping, _ = normalize.header_mapping(list(cdr))
-    except (ValueError, normalize.ExportHeaderError, KeyError, TypeError, AttributeError):
-        return None
-    return document, cdr, mapping
-
-
-def _of_erased_number(event: LandedEvent, rules: privacy.Privacy) -> bool:
-    """Whether the event's CDR has an erased number as caller or callee."""
-    parsed = _parsed_cdr(event)
-    return parsed is not None and any(
-        field_name in privacy.NUMBER_FIELDS.values()
-        and isinstance(parsed[1][name], str)
-        and rules.is_erased_number(parsed[1][name])
-        for name, field_name in parsed[2].items()
-    )
-
-
-WITHHELD_BODY = '{"withheld": "a body that cannot be read is not kept in pseudonymise mode"}'
-
-
-def shown_body(event: LandedEvent, rules: privacy.Privacy) -> str:
-    """The body as a reject or the landing store may keep it: as received in clear mode; in
-    pseudonymise mode with the CDR's numbers replaced by their tokens and the caller's name
-    removed (a body that cannot be read is withheld whole)."""
-    if rules.key is None:
-        return event.body
-    parsed = _parsed_cdr(event)
-    if parsed is None:
-        return WITHHELD_BODY
-    document, cdr, mapping = parsed
-    for name, field_name in mapping.items():
-        if field_name == privacy.NAME_FIELD:
-            cdr[name] = None
-        elif field_name in privacy.NUMBER_FIELDS.values() and cdr[name] not in (None, ""):
-            cdr[name] = privacy.token(rules.key, str(cdr[name]))
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-
-
 def _unreadable(
     event: LandedEvent, reason: str, call_date: dt.date, rules: privacy.Privacy
 ) -> dict[str, Any]:
@@ -236,7 +193,7 @@ def _unreadable(
         "call_date": call_date,
         "direction": envelope.direction_of(event.event_type) or "unknown",
         "source_row": event.seq,
-        "raw": shown_body(event, rules),
+        "raw": landed_privacy.shown_body(event, rules),
         "reason": f"CDR cannot be read: {reason}",
         "source": event.source,
     }
@@ -262,7 +219,7 @@ def _relabel_rejects(
         {
             "source_row": list(range(1, len(rows) + 1)),
             "__seq": [r.event.seq for r in rows],
-            "__raw": [shown_body(r.event, rules) for r in rows],
+            "__raw": [landed_privacy.shown_body(r.event, rules) for r in rows],
             "__call_date": [r.call_date for r in rows],
             "__direction": [r.direction for r in rows],
         },
@@ -369,14 +326,14 @@ def load_landed_events(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    erased = [e.seq for e in events if rules.erased and _of_erased_number(e, rules)]
+    erased = [e.seq for e in events if rules.erased and landed_privacy.of_erased_number(e, rules)]
     if erased:  # an erased number delivered again: its calls were dropped, its events go too
         with LandingStore(landing_file) as store:
             store.delete_events(f"seq IN ({', '.join('?' * len(erased))})", erased)
     if rules.pseudonymise:
         with LandingStore(landing_file) as store:
             store.replace_bodies(
-                {e.seq: shown_body(e, rules) for e in events if e.seq not in erased}
+                {e.seq: landed_privacy.shown_body(e, rules) for e in events if e.seq not in erased}
             )
     return RealtimeResult(
         store_id=store_id,
