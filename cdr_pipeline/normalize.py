@@ -676,8 +676,9 @@ class _FileScan:
 
 
 def _with_derived(rows: pl.LazyFrame, source: str, privacy: privacy_rules.Privacy) -> pl.LazyFrame:
-    """Add the Q.850 name and class of `hangup_cause`, the `source` column, and the numbers'
-    country codes and types (the numbers pseudonymised in pseudonymise mode)."""
+    """Add the Q.850 name and class of `hangup_cause` and the `source` column; in pseudonymise
+    mode, the numbers' country codes and types, and tokens for the numbers
+    (`privacy.with_number_columns`)."""
     with_causes = with_cause_columns(
         rows, "hangup_cause", "hangup_cause_name", "hangup_cause_class"
     ).with_columns(pl.lit(source, pl.String).alias("source"))
