@@ -243,11 +243,6 @@ class Privacy:
             for c in columns
         )
 
-    def stored(self, number: str) -> str:
-        """How `number` is stored in `calls` in this mode (compare with `number_key` of the
-        stored value in clear mode)."""
-        return token(self.key, number) if self.key is not None else number_key(number)
-
 
 CLEAR = Privacy()
 

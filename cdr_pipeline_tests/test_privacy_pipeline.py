@@ -73,22 +73,24 @@ def _query(path: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
 
 
-def _deliver_realtime(data_dir: Path) -> None:
-    """One webhook and one push (with a reject whose raw body carries numbers)."""
+def _deliver_realtime(
+    data_dir: Path, callid: int = 9_000_001, callee: str = REALTIME_CALLEE
+) -> None:
+    """One webhook and one push (a reject whose raw body carries the numbers)."""
     credentials = auth.Credentials(SECRET.encode(), TOKEN.encode())
     with ThreadedReceiver(settings_for(data_dir), credentials) as server:
         cdr = sample_cdr(
-            9_000_001,
+            callid,
             started=f"{DAYS[1].isoformat()}T10:15:00+01:00",
             callerNumber=REALTIME_CALLER,
-            callee=REALTIME_CALLEE,
+            callee=callee,
         )
-        body = encode(webhook_event(cdr, event_id="evt-privacy-1"))
+        body = encode(webhook_event(cdr, event_id=f"evt-privacy-{callid}"))
         response = httpx.post(
             server.base_url + WEBHOOK_URL, content=body, headers=signed_headers(body), timeout=10
         )
         assert response.status_code == 200, response.text
-        bad = {**cdr, "callid": 9_000_002, "durationTotal": -5}
+        bad = {**cdr, "callid": callid + 1, "durationTotal": -5}
         response = httpx.post(
             server.base_url + PUSH_URL, content=encode({"cdr": bad}), headers=bearer_headers()
         )
@@ -238,11 +240,15 @@ def test_erase_removes_a_number_everywhere_and_for_good(
     erasable: tuple[Settings, dg.DagsterInstance], capsys: pytest.CaptureFixture
 ) -> None:
     settings, instance = erasable
+    defs = build_definitions(settings)
+    # A person called from a scenario, who also reached the receiver in real time.
     (number,) = _query(
         settings.warehouse,
-        "SELECT callee FROM calls WHERE source = 'export' AND callee LIKE '+33%' "
-        "GROUP BY callee ORDER BY count(*) DESC, callee LIMIT 1",
+        "SELECT callee FROM calls WHERE source = 'export' AND direction = 'outbound' "
+        "AND callee LIKE '+33%' ORDER BY callee LIMIT 1",
     )[0]
+    _deliver_realtime(settings.data_dir, 9_100_001, callee=number)
+    assert sensor_tick(defs, instance).success
     victims = [
         i
         for (i,) in _query(
@@ -251,7 +257,11 @@ def test_erase_removes_a_number_everywhere_and_for_good(
         )
     ]
     before = _calls_by_day(settings.warehouse, victims)
-    assert victims and numbers_found([settings.data_dir], [number])
+    assert len(victims) >= 2 and numbers_found([settings.data_dir], [number])
+    assert _query(
+        settings.warehouse,
+        f"SELECT count(*) FROM call_rejects WHERE source = 'push' AND raw LIKE '%{number}%'",
+    ) == [(1,)]
 
     assert cli.main(["erase", "--number", number]) == 0
     printed = capsys.readouterr().out
@@ -268,9 +278,10 @@ def test_erase_removes_a_number_everywhere_and_for_good(
     audit = (settings.data_dir / "privacy" / "erasure-audit.jsonl").read_text()
     assert json.loads(audit)["changes"]["duckdb calls"] == len(victims)
 
-    # A re-load of its days (fetching the export again) keeps it out.
-    defs = build_definitions(settings)
+    # A re-load of its days (fetching the export again) and a new delivery keep it out.
     assert all(o.success for o in runner.run_ranges(defs, DAYS, instance, days_per_run=2))
+    _deliver_realtime(settings.data_dir, 9_200_001, callee=number)
+    assert sensor_tick(defs, instance).success
     assert numbers_found(roots, [number]) == {}
     assert _calls_by_day(settings.warehouse, []) == before
 
