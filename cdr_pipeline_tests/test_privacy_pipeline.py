@@ -23,7 +23,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from cdr_pipeline import cli, privacy, warehouse
+from cdr_pipeline import privacy, warehouse
 from cdr_pipeline.callr.simulator import SimulatorServer
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs import runner
@@ -47,6 +47,7 @@ from cdr_pipeline_tests.receiver_fixtures import (
     signed_headers,
     webhook_event,
 )
+from cdr_pipeline_tests.test_cli import cdr_pipeline
 
 PRIVACY_KEY = "privacy-test-key-7d1f0c93b25e"
 DAYS = (dt.date(2026, 11, 2), dt.date(2026, 11, 3))
@@ -219,15 +220,10 @@ def erasable(tmp_path: Path) -> Iterator[tuple[Settings, dg.DagsterInstance]]:
     home.mkdir()
     with (
         SimulatorServer(api_key=SIMULATOR_KEY, **SIM_OPTIONS) as simulator,
-        mock.patch.dict(
-            os.environ,
-            {"CALLR_API_KEY": SIMULATOR_KEY, "CDR_DATA_DIR": str(data_dir), "DAGSTER_HOME": ""},
-        ),
+        mock.patch.dict(os.environ, {"CALLR_API_KEY": SIMULATOR_KEY}),
         dg.instance_for_test(temp_dir=str(home)) as instance,
     ):
         settings = _settings(data_dir, simulator.base_url)
-        os.environ["CALLR_BASE_URL"] = simulator.base_url
-        os.environ["CDR_START_DATE"] = "2026-10-01"
         defs = build_definitions(settings)
         assert all(o.success for o in runner.run_ranges(defs, DAYS, instance, days_per_run=2))
         _deliver_realtime(data_dir)
@@ -237,7 +233,7 @@ def erasable(tmp_path: Path) -> Iterator[tuple[Settings, dg.DagsterInstance]]:
 
 
 def test_erase_removes_a_number_everywhere_and_for_good(
-    erasable: tuple[Settings, dg.DagsterInstance], capsys: pytest.CaptureFixture
+    erasable: tuple[Settings, dg.DagsterInstance],
 ) -> None:
     settings, instance = erasable
     defs = build_definitions(settings)
@@ -263,9 +259,12 @@ def test_erase_removes_a_number_everywhere_and_for_good(
         f"SELECT count(*) FROM call_rejects WHERE source = 'push' AND raw LIKE '%{number}%'",
     ) == [(1,)]
 
-    assert cli.main(["erase", "--number", number]) == 0
-    printed = capsys.readouterr().out
-    assert "duckdb calls: " + str(len(victims)) in printed and number not in printed
+    env = {"CDR_DATA_DIR": str(settings.data_dir), "CDR_START_DATE": "2026-10-01"}
+    erased = cdr_pipeline("erase", "--number", number, cwd=settings.data_dir.parent, **env)
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    assert f"duckdb calls: {len(victims)}\n" in erased.stdout
+    assert "real-time landed events: 2\n" in erased.stdout
+    assert number not in erased.stdout + erased.stderr
     # Nowhere: raw files, Parquet, DuckDB, snapshot, landing store, audit, Dagster's storage.
     roots = [settings.data_dir, Path(instance.root_directory)]
     assert numbers_found(roots, [number]) == {}
@@ -286,8 +285,9 @@ def test_erase_removes_a_number_everywhere_and_for_good(
     assert _calls_by_day(settings.warehouse, []) == before
 
     # A bad number is a clear error, not a stack trace.
-    assert cli.main(["erase", "--number", "not-a-number"]) == 2
-    assert "--number must be a phone number" in capsys.readouterr().err
+    bad = cdr_pipeline("erase", "--number", "not-a-number", cwd=settings.data_dir.parent, **env)
+    assert bad.returncode == 2 and "--number must be a phone number" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_retention_deletes_exactly_what_is_past_the_horizon(
