@@ -79,6 +79,7 @@ class Settings:
     realtime_reconcile_days: int = DEFAULT_REALTIME_RECONCILE_DAYS
     privacy: str = DEFAULT_PRIVACY
     raw_retention_days: int | None = None  # None: raw exports and landed events are kept
+    calls_retention_days: int | None = None  # None: calls are kept
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -126,6 +127,7 @@ class Settings:
             ),
             privacy=privacy_mode(env),
             raw_retention_days=_parse_retention(env, "CDR_RAW_RETENTION_DAYS"),
+            calls_retention_days=_parse_retention(env, "CDR_CALLS_RETENTION_DAYS"),
         )
 
 

@@ -24,7 +24,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from cdr_pipeline import erasure, marts, merge, normalize, privacy, warehouse
+from cdr_pipeline import erasure, marts, merge, normalize, privacy, retention, warehouse
 from cdr_pipeline.callr.client import (
     CallrAuthError,
     CallrExportClient,
@@ -182,15 +182,22 @@ def land_days(
     naive_timezone: str = "UTC",
     on_day: Callable[[dt.date, str | None], None] = lambda _day, _error: None,
     rules: privacy.Privacy = privacy.CLEAR,
+    first_day_kept: dt.date | None = None,
 ) -> LandingResult:
-    """Fetch (when `client` is given) and type (when `typing`) each of `days`.
+    """Fetch (when `client` is given) and type (when `typing`) each of `days`. A day before
+    `first_day_kept` (CDR_CALLS_RETENTION_DAYS) fails at once, saying why.
 
     Raises:
         CallrError: the first day's fetch failed: the key, the URL or the API itself is wrong,
             so no other day is tried.
     """
-    ordered = sorted(set(days))
+    days = set(days)
     result = LandingResult()
+    for day in sorted(days):
+        if first_day_kept is not None and day < first_day_kept:
+            result.failures[day] = retention.refusal(day, first_day_kept)
+            on_day(day, result.failures[day])
+    ordered = sorted(days - set(result.failures))
     if not ordered:
         return result
 
@@ -264,12 +271,19 @@ def load_days(
     settings: marts.MartSettings,
     load_calls: bool = True,
     refresh: bool = True,
+    first_day_kept: dt.date | None = None,
 ) -> LoadResult:
     """Load each day (one transaction each, in date order), then refresh the changed marts.
 
     The marts' settings are checked before anything is loaded (`marts.MartSettingsError`).
     The uniqueness of `call_id` is checked over the call dates the loads read and wrote.
+
+    Raises:
+        RetentionError: a day is before `first_day_kept` (CDR_CALLS_RETENTION_DAYS).
     """
+    days = sorted(set(days))
+    if load_calls:
+        retention.check_days(days, first_day_kept)
     warehouse.ensure_schema(con)
     marts.check_settings(con, settings)
     result = LoadResult()

@@ -1,20 +1,50 @@
-"""Retention of the raw landing (README "Privacy"): CDR_RAW_RETENTION_DAYS.
+"""Retention (README "Privacy"): CDR_RAW_RETENTION_DAYS and CDR_CALLS_RETENTION_DAYS.
 
-The raw exports (`raw/<day>/<direction>.csv`) of the days before the horizon, and the real-time
-landing store's events received before it, are deleted; what is newer is untouched. The
-horizon is the start of the day `retention_days` days before today in CDR_TIMEZONE: with 30
-days on 2026-12-01, the exports of 2026-10-31 and earlier go, those of 2026-11-01 stay.
-Typed Parquet and DuckDB are not touched: they are the analytics (pseudonymised on request).
+The horizon is the day `retention_days` days before today in CDR_TIMEZONE: with 30 days on
+2026-12-01, the data of 2026-10-31 and earlier goes, that of 2026-11-01 stays.
+
+- Raw: the raw exports (`raw/<day>/<direction>.csv`) of the days before the horizon, and the
+  real-time landing store's events received before its midnight, are deleted.
+- Calls (optional): the rows of `calls`, `call_rejects`, `realtime_calls_seen`, the marts and
+  the Parquet lake whose `call_date` is before the horizon are deleted, and loading such a day
+  is refused (`RetentionError`): it would only be deleted again.
+
+What is newer is untouched.
 """
 
 import datetime as dt
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
+
+from cdr_pipeline import marts, warehouse
 from cdr_pipeline.config import check_timezone
+from cdr_pipeline.db import count, date_literal, transaction
 from cdr_pipeline.receiver.landing import LandingStore
 from cdr_pipeline.warehouse import Lake
+
+
+class RetentionError(ValueError):
+    """A day older than the calls' retention was asked for (the message names the setting)."""
+
+
+def refusal(day: dt.date, first_day_kept: dt.date) -> str:
+    """Why `day` is not loaded."""
+    return (
+        f"{day} is older than CDR_CALLS_RETENTION_DAYS allows (the first day kept is "
+        f"{first_day_kept}): its calls would be deleted by the next retention run, so it is "
+        "not loaded; raise CDR_CALLS_RETENTION_DAYS to load it"
+    )
+
+
+def check_days(days: Iterable[dt.date], first_day_kept: dt.date | None) -> None:
+    """Raise RetentionError if one of `days` is before the calls' horizon."""
+    old = sorted(d for d in days if first_day_kept is not None and d < first_day_kept)
+    if old:
+        raise RetentionError(refusal(old[0], first_day_kept) + f" ({len(old)} day(s) refused)")
 
 
 @dataclass
@@ -49,4 +79,48 @@ def apply_raw_retention(
         received = start.astimezone(dt.UTC).isoformat(timespec="microseconds")
         with LandingStore(landing_file) as store:
             report.landed_events = len(store.delete_events("received_at < ?", [received]))
+    return report
+
+
+@dataclass
+class CallsRetentionReport:
+    """What the calls' retention deleted."""
+
+    horizon: dt.date  # the first day kept
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows deleted
+    parquet_files: list[Path] = field(default_factory=list)
+
+
+def apply_calls_retention(
+    con: duckdb.DuckDBPyConnection, lake: Lake, first_day_kept: dt.date
+) -> CallsRetentionReport:
+    """Delete the calls, rejects and mart rows, and the Parquet, of the days before the horizon.
+
+    DuckDB reuses the freed blocks for later loads; unlike an erasure, the file is not rewritten
+    (a daily copy of the whole warehouse would cost more than the retention saves)."""
+    report = CallsRetentionReport(first_day_kept)
+    warehouse.ensure_realtime_schema(con)
+    before = f"call_date < {date_literal(first_day_kept)}"
+    tables = (
+        warehouse.CALLS_TABLE,
+        warehouse.REJECTS_TABLE,
+        warehouse.REALTIME_SEEN_TABLE,
+        *marts.MART_TABLES,
+    )
+    with transaction(con):
+        for table in tables:
+            report.rows[table] = count(con, f"SELECT count(*) FROM {table} WHERE {before}")
+            con.execute(f"DELETE FROM {table} WHERE {before}")
+        con.execute(
+            f"DELETE FROM {warehouse.LOADS_TABLE} WHERE partition < {date_literal(first_day_kept)}"
+        )
+    for folder in (lake.calls_dir, lake.rejects_dir):
+        for day_dir in sorted(folder.glob("call_date=*")):
+            try:
+                day = dt.date.fromisoformat(day_dir.name.removeprefix("call_date="))
+            except ValueError:
+                continue
+            if day < first_day_kept:
+                report.parquet_files.extend(sorted(day_dir.iterdir()))
+                shutil.rmtree(day_dir)
     return report

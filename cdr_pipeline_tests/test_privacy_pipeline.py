@@ -339,3 +339,46 @@ def test_retention_deletes_exactly_what_is_past_the_horizon(
     ]
     assert observation.metadata["deleted_raw_files"].value == 6
     assert observation.metadata["deleted_landed_events"].value == 2
+
+
+def test_calls_retention_deletes_old_days_only_and_refuses_to_load_them(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    old, kept = today - dt.timedelta(days=5), today - dt.timedelta(days=4)
+    env = {"CDR_START_DATE": (old - dt.timedelta(days=1)).isoformat()}
+    with (
+        SimulatorServer(api_key=SIMULATOR_KEY, **SIM_OPTIONS) as simulator,
+        mock.patch.dict(os.environ, {"CALLR_API_KEY": SIMULATOR_KEY}),
+    ):
+        settings = _settings(tmp_path / "data", simulator.base_url, **env)
+        loaded = runner.run_ranges(
+            build_definitions(settings), [old, kept], instance, days_per_run=2
+        )
+        assert all(o.success for o in loaded)
+        newer = {
+            table: _query(
+                settings.warehouse,
+                f"SELECT * FROM {table} WHERE call_date >= '{kept}' ORDER BY ALL",
+            )
+            for table in ("calls", "call_rejects", "daily_kpis", "destination_kpis")
+        }
+        assert _query(settings.warehouse, f"SELECT count(*) FROM calls WHERE call_date < '{kept}'")[
+            0
+        ][0]
+
+        limited = _settings(
+            settings.data_dir, simulator.base_url, CDR_CALLS_RETENTION_DAYS="4", **env
+        )
+        defs = build_definitions(limited)
+        assert defs.resolve_job_def(RETENTION_JOB).execute_in_process(instance=instance).success
+        for table, rows in newer.items():
+            assert _query(settings.warehouse, f"SELECT * FROM {table} ORDER BY ALL") == rows
+        lake = warehouse.Lake(settings.data_dir)
+        assert sorted(p.name for p in lake.calls_dir.iterdir())[0] == f"call_date={kept}"
+
+        # Loading the old day again is refused, with the reason; nothing changes.
+        (refused,) = runner.run_ranges(defs, [old], instance, days_per_run=1)
+        assert not refused.success
+        assert "older than CDR_CALLS_RETENTION_DAYS" in str(refused.failed_days.get(old))
+        assert _query(settings.warehouse, "SELECT min(call_date) FROM calls") == [(kept,)]

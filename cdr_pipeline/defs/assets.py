@@ -246,6 +246,7 @@ def build_landing_asset(
                 concurrency=callr.fetch_concurrency,
                 naive_timezone=lake.naive_timezone,
                 rules=lake.privacy_rules(),
+                first_day_kept=lake.first_day_kept(),
             )
         context.log.info(
             f"{len(result.typed) or len(result.landed)} of {len(days)} day(s) landed"
@@ -363,6 +364,7 @@ def build_warehouse_asset(
                 settings=lake.mart_settings(),
                 load_calls=CALLS_KEY in selected or REJECTS_KEY in selected,
                 refresh=any(k in selected for k in MART_KEYS),
+                first_day_kept=lake.first_day_kept(),
             )
             shown = sorted({*days, *result.refreshed_days})
             mart_counts = _mart_counts(con, shown)

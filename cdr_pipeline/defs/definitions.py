@@ -64,7 +64,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             maintenance.rebuild_marts_job,
             maintenance.call_id_audit_job,
             privacy_defs.erase_number_job,
-            privacy_defs.raw_retention_job,
+            privacy_defs.retention_job,
         ],
         # One process per run: a range's steps form a chain, so step subprocesses would only add
         # start-up time (seconds each); ranges run in parallel as separate runs.
@@ -77,7 +77,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 late_days=settings.late_days,
             ),
             maintenance.weekly_call_id_audit,
-            privacy_defs.build_retention_schedule(settings.timezone, settings.raw_retention_days),
+            privacy_defs.build_retention_schedule(
+                settings.timezone, settings.raw_retention_days or settings.calls_retention_days
+            ),
         ],
         sensors=[maintenance.build_split_sensor(settings.days_per_run, daily_job)],
         resources={
@@ -97,6 +99,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                     dg.EnvVar("CDR_PRIVACY_KEY") if settings.privacy == "pseudonymise" else ""
                 ),
                 raw_retention_days=settings.raw_retention_days,
+                calls_retention_days=settings.calls_retention_days,
             ),
         },
     )

@@ -1,21 +1,20 @@
-"""Dagster: the erasure of a number (`erase_number_job`) and the raw landing's retention
-(`raw_retention_job`, daily by `daily_raw_retention`). README "Privacy" says what they do."""
+"""Dagster: the erasure of a number (`erase_number_job`) and the retention of raw data and,
+optionally, of calls (`retention_job`, daily by `daily_retention`). README "Privacy" says what
+they do."""
 
-import datetime as dt
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from cdr_pipeline import erasure, privacy, retention
-from cdr_pipeline.config import check_timezone
 from cdr_pipeline.defs.assets import CALLS_KEY, RAW_KEY, WRITER_POOL
 from cdr_pipeline.defs.resources import WarehouseResource
 from cdr_pipeline.receiver.landing import landing_path
 
 ERASE_JOB = "erase_number_job"
-RETENTION_JOB = "raw_retention_job"
-RETENTION_SCHEDULE = "daily_raw_retention"
+RETENTION_JOB = "retention_job"
+RETENTION_SCHEDULE = "daily_retention"
 
 
 class EraseConfig(dg.Config):
@@ -80,7 +79,7 @@ def delete_expired_raw(context: dg.OpExecutionContext, lake: WarehouseResource) 
         landing_path(data_dir),
         retention_days=lake.raw_retention_days,
         timezone=lake.timezone,
-        today=dt.datetime.now(check_timezone(lake.timezone)).date(),
+        today=lake.today(),
     )
     context.log.info(
         f"kept from {report.horizon}: deleted {len(report.raw_files)} raw file(s) and "
@@ -103,26 +102,57 @@ def delete_expired_raw(context: dg.OpExecutionContext, lake: WarehouseResource) 
     )
 
 
+@dg.op(
+    pool=WRITER_POOL,
+    description="Delete calls, rejects, mart rows and Parquet older than CDR_CALLS_RETENTION_DAYS.",
+)
+def delete_expired_calls(context: dg.OpExecutionContext, lake: WarehouseResource) -> None:
+    first_day_kept = lake.first_day_kept()
+    if first_day_kept is None:
+        context.log.info("CDR_CALLS_RETENTION_DAYS is not set: calls are kept")
+        return
+    with lake.connect() as con:
+        report = retention.apply_calls_retention(con, lake.lake, first_day_kept)
+    context.log.info(
+        f"calls kept from {first_day_kept}: deleted {report.rows} row(s) and "
+        f"{len(report.parquet_files)} Parquet file(s)"
+    )
+    context.log_event(
+        dg.AssetObservation(
+            CALLS_KEY,
+            metadata={
+                "retention_days": lake.calls_retention_days,
+                "first_day_kept": first_day_kept.isoformat(),
+                **{f"deleted_{table}": rows for table, rows in report.rows.items()},
+                "deleted_parquet_files": len(report.parquet_files),
+            },
+        )
+    )
+
+
 @dg.job(
     name=RETENTION_JOB,
     description="Delete raw exports and real-time landed events older than "
-    "CDR_RAW_RETENTION_DAYS (nothing when it is not set).",
+    "CDR_RAW_RETENTION_DAYS, and calls older than CDR_CALLS_RETENTION_DAYS (nothing for a "
+    "setting that is not set).",
     tags={"cdr/trigger": "retention"},
 )
-def raw_retention_job() -> None:
+def retention_job() -> None:
     delete_expired_raw()
+    delete_expired_calls()
 
 
 def build_retention_schedule(timezone: str, retention_days: int | None) -> dg.ScheduleDefinition:
     """Daily at 03:00 in CDR_TIMEZONE, after the nightly load; on by default when
-    CDR_RAW_RETENTION_DAYS is set."""
+    a retention is set."""
     return dg.ScheduleDefinition(
         name=RETENTION_SCHEDULE,
         cron_schedule="0 3 * * *",
         execution_timezone=timezone,
-        job=raw_retention_job,
+        job=retention_job,
         default_status=dg.DefaultScheduleStatus.RUNNING
         if retention_days
         else dg.DefaultScheduleStatus.STOPPED,
-        description="Every day: delete the raw data older than CDR_RAW_RETENTION_DAYS.",
+        description="Every day: delete what is older than CDR_RAW_RETENTION_DAYS / "
+        "CDR_CALLS_RETENTION_DAYS.",
     )

@@ -1,5 +1,6 @@
 """Dagster resources: the Callr connection and the warehouse location."""
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,7 @@ from cdr_pipeline.config import (
     DEFAULT_FETCH_CONCURRENCY,
     DEFAULT_NER_CAUSES,
     DEFAULT_TIMEZONE,
+    check_timezone,
 )
 
 
@@ -84,11 +86,24 @@ class WarehouseResource(dg.ConfigurableResource):
         default=None,
         description="CDR_RAW_RETENTION_DAYS: raw exports and landed events older are deleted",
     )
+    calls_retention_days: int | None = Field(
+        default=None,
+        description="CDR_CALLS_RETENTION_DAYS: calls older are deleted, and not loaded",
+    )
 
     def __repr__(self) -> str:
         return f"WarehouseResource(data_dir={self.data_dir!r}, privacy_key='***')"
 
     __str__ = __repr__
+
+    def today(self) -> dt.date:
+        """Today in CDR_TIMEZONE."""
+        return dt.datetime.now(check_timezone(self.timezone)).date()
+
+    def first_day_kept(self) -> dt.date | None:
+        """The calls' retention horizon (None: every day is kept)."""
+        days = self.calls_retention_days
+        return None if days is None else self.today() - dt.timedelta(days=days)
 
     def privacy_rules(self) -> privacy.Privacy:
         """The pseudonymisation key (if any) and the erasure list, as of now."""
