@@ -197,8 +197,20 @@ def connect(
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the tables and views the contract names, if they are missing."""
+    """Create the tables and views the contract names, if they are missing (and the columns a
+    release added to `calls`, to a warehouse an earlier release made)."""
     con.execute(ddl(CALLS_TABLE, CALL_COLUMNS + WAREHOUSE_COLUMNS))
+    present = {
+        name
+        for (name,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND "
+            "schema_name = 'main'",
+            [CALLS_TABLE],
+        ).fetchall()
+    }
+    for column in CALL_COLUMNS:
+        if column.name not in present:
+            con.execute(f"ALTER TABLE {CALLS_TABLE} ADD COLUMN {column.duckdb_ddl}")
     con.execute(ddl(REJECTS_TABLE, REJECT_COLUMNS))
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {Q850_TABLE} (cause_code SMALLINT PRIMARY KEY, "
@@ -627,6 +639,9 @@ def compact(path: Path, *, lock_wait_s: float = 600.0) -> None:
     rewritten = path.with_name(f".{path.name}.compacted")
     snapshot(path, rewritten, lock_wait_s=lock_wait_s, storage_version=None)
     os.replace(rewritten, path)
+    # A write-ahead log left beside the old file is in the copy already; replayed onto the new
+    # file it would apply twice.
+    path.with_name(f"{path.name}.wal").unlink(missing_ok=True)
 
 
 def snapshot(
