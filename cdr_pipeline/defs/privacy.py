@@ -52,7 +52,10 @@ def erase_number(
     context.log_event(
         dg.AssetObservation(
             CALLS_KEY,
-            metadata={"erased_number_hash": report.number_hash, **report.changes},
+            metadata={
+                "erased_number_hash": report.number_hash,
+                **{place.replace(" ", "_"): n for place, n in report.changes.items()},
+            },
         )
     )
 
