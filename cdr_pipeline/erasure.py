@@ -167,26 +167,31 @@ def remove_raw_rows(path: Path, match: Callable[[str], bool]) -> int:
 
 def _erase_parquet(lake: warehouse.Lake, targets: _Targets) -> tuple[int, int]:
     """Rewrite the lake's files without the number's calls and rejects; rows removed."""
-    calls = rejects = 0
     number_hit = pl.any_horizontal(
         privacy.number_key_expr(pl.col(c)).is_in(list(targets.values)).fill_null(False)
         for c in privacy.NUMBER_FIELDS
     )
-    raw_hit = pl.col("raw").map_elements(targets.in_json, return_dtype=pl.Boolean)
-    for folder, hit in ((lake.calls_dir, number_hit), (lake.rejects_dir, raw_hit)):
+
+    def calls_hit(frame: pl.DataFrame) -> pl.Series:
+        return frame.select(number_hit).to_series()
+
+    def rejects_hit(frame: pl.DataFrame) -> pl.Series:  # few rows: their JSON read in Python
+        return pl.Series([targets.in_json(raw) for raw in frame.get_column("raw")], dtype=bool)
+
+    removed = [0, 0]
+    for index, (folder, hit) in enumerate(
+        ((lake.calls_dir, calls_hit), (lake.rejects_dir, rejects_hit))
+    ):
         for path in sorted(folder.glob("call_date=*/*.parquet")):
             frame = pl.read_parquet(path, hive_partitioning=False)
-            matched = frame.select(hit.alias("hit")).get_column("hit") if len(frame) else None
-            if matched is None or not matched.any():
+            matched = hit(frame)
+            if not matched.any():
                 continue
             partial = path.with_name(f".{path.name}.erasing")
             frame.filter(~matched).write_parquet(partial, compression="zstd")
             os.replace(partial, path)
-            if folder == lake.calls_dir:
-                calls += int(matched.sum())
-            else:
-                rejects += int(matched.sum())
-    return calls, rejects
+            removed[index] += int(matched.sum())
+    return removed[0], removed[1]
 
 
 def _erase_duckdb(
