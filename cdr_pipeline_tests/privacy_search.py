@@ -27,9 +27,7 @@ def _texts(path: Path) -> Iterator[str]:
         frame = pl.read_parquet(path, hive_partitioning=False)
         yield str(frame.cast(pl.String).rows())
     elif data.startswith(_SQLITE_MAGIC):
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-                yield str(con.execute(f'SELECT * FROM "{table}"').fetchall())
+        yield from _sqlite_tables(path)
     elif data[8:12] == b"DUCK":
         with duckdb.connect(str(path), read_only=True) as con:
             tables = con.execute(
@@ -37,6 +35,24 @@ def _texts(path: Path) -> Iterator[str]:
             ).fetchall()
             for schema, table in tables:
                 yield str(con.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall())
+
+
+def _sqlite_tables(path: Path) -> Iterator[str]:
+    """Every table's rows; read-only (with its WAL), else as an immutable file (its WAL, plain
+    pages, is searched as bytes anyway)."""
+    for options in ("mode=ro", "immutable=1"):
+        try:
+            con = sqlite3.connect(f"file:{path}?{options}", uri=True)
+            try:
+                tables = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                rows = [str(con.execute(f'SELECT * FROM "{t}"').fetchall()) for (t,) in tables]
+            finally:
+                con.close()
+        except sqlite3.Error:
+            continue
+        yield from rows
+        return
+    raise AssertionError(f"{path} looks like SQLite but cannot be read")
 
 
 def numbers_found(roots: Iterable[Path], numbers: Iterable[str]) -> dict[str, set[str]]:
