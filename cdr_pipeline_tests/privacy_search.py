@@ -44,7 +44,9 @@ def _sqlite_tables(path: Path) -> Iterator[str]:
         try:
             con = sqlite3.connect(f"file:{path}?{options}", uri=True)
             try:
-                tables = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                tables = con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                ).fetchall()
                 rows = [str(con.execute(f'SELECT * FROM "{t}"').fetchall()) for (t,) in tables]
             finally:
                 con.close()
