@@ -41,16 +41,18 @@ WITHHELD_BODY = '{"withheld": "a body that cannot be read is not kept in pseudon
 
 def shown_body(event: LandedEvent, rules: privacy.Privacy) -> str:
     """The body as a reject or the landing store may keep it: as received in clear mode; in
-    pseudonymise mode with the CDR's numbers replaced by their tokens and the caller's name
-    removed (a body that cannot be read is withheld whole)."""
+    pseudonymise mode with the CDR's numbers replaced by their tokens, the caller's name and
+    the values of keys that are no Callr field removed (a body that cannot be read is withheld
+    whole)."""
     if rules.key is None:
         return event.body
     parsed = _parsed_cdr(event)
     if parsed is None:
         return WITHHELD_BODY
     document, cdr, mapping = parsed
-    for name, field_name in mapping.items():
-        if field_name == privacy.NAME_FIELD:
+    for name in list(cdr):
+        field_name = mapping.get(name)
+        if field_name is None or field_name == privacy.NAME_FIELD:  # unknown keys withheld too
             cdr[name] = None
         elif field_name in privacy.NUMBER_FIELDS.values() and cdr[name] not in (None, ""):
             cdr[name] = privacy.token(rules.key, str(cdr[name]))
