@@ -146,7 +146,7 @@ def _by_country(path: Path, *, derive: bool) -> pl.DataFrame:
     """Calls, debit and billed seconds by direction and both numbers' country code and type;
     `derive`: from the numbers themselves (clear mode stores them, not their classes)."""
     with duckdb.connect(str(path), read_only=True) as con:
-        calls = con.execute("SELECT * FROM calls").pl()
+        calls = con.sql("SELECT * FROM calls").pl()
     if derive:
         calls = calls.with_columns(
             expression(pl.col(number)).alias(name)
