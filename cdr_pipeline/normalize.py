@@ -675,7 +675,9 @@ class _FileScan:
         )
 
 
-def _with_derived(rows: pl.LazyFrame, source: str, privacy: privacy_rules.Privacy) -> pl.LazyFrame:
+def _with_derived(
+    rows: pl.LazyFrame, source: str, privacy: privacy_rules.Privacy = privacy_rules.CLEAR
+) -> pl.LazyFrame:
     """Add the Q.850 name and class of `hangup_cause` and the `source` column; in pseudonymise
     mode, the numbers' country codes and types, and tokens for the numbers
     (`privacy.with_number_columns`)."""

@@ -11,9 +11,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cdr_pipeline import erasure, privacy
+from cdr_pipeline import normalize as normalize_module
 from cdr_pipeline.config import ConfigError, Settings
 from cdr_pipeline.receiver.landing import LandingRecord, LandingStore
-from cdr_pipeline_tests.test_normalize import csv_text, export, normalize, row
+from cdr_pipeline_tests.test_normalize import DAY, csv_text, export, normalize, row
 
 KEY = b"unit-test-privacy-key-5a0c"
 
@@ -38,11 +39,9 @@ KEY = b"unit-test-privacy-key-5a0c"
     ],
 )
 def test_country_code_and_type(number: str | None, country: str | None, kind: str | None) -> None:
-    frame = pl.DataFrame({"n": [number]}, schema={"n": pl.String}).select(
-        privacy.country_code(pl.col("n")).alias("country"),
-        privacy.number_type(pl.col("n")).alias("kind"),
-    )
-    assert frame.row(0) == (country, kind)
+    rows = pl.LazyFrame({"n": [number]}, schema={"n": pl.String})
+    classified = privacy.with_number_classes(rows, "n", "country", "kind").collect()
+    assert classified.row(0) == (number, country, kind)
 
 
 def test_a_token_is_keyed_stable_and_spelling_blind() -> None:
@@ -147,3 +146,15 @@ def test_landing_store_rewrites_and_deletes_leave_no_old_text(tmp_path: Path) ->
         assert store.count() == 1
     data = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"33611111111" not in data and b"33622222222" not in data
+
+
+def test_pseudonymise_typing_runs_natively_in_the_streaming_engine(tmp_path: Path) -> None:
+    # Regression: the classes were first looked up with `replace_strict`, which the streaming
+    # engine runs through its in-memory fallback (the whole column in memory).
+    rules = privacy.Privacy(key=KEY, erased=frozenset({"0" * 64}), erasure_salt=b"salt")
+    plan = normalize_module.normalize_exports(
+        [export(tmp_path, csv_text([row()]))], partition_date=DAY, timezone="UTC", privacy=rules
+    )
+    typed = normalize_module._with_derived(plan.scans[0].scan(), "export", rules)
+    graph = typed.show_graph(engine="streaming", plan_stage="physical", raw_output=True)
+    assert 'fillcolor="0.0 0.3 1.0"' not in graph  # the colour of in-memory fallback nodes

@@ -148,13 +148,10 @@ def _by_country(path: Path, *, derive: bool) -> pl.DataFrame:
     with duckdb.connect(str(path), read_only=True) as con:
         calls = con.sql("SELECT * FROM calls").pl()
     if derive:
-        calls = calls.with_columns(
-            expression(pl.col(number)).alias(name)
-            for number, names in privacy.NUMBER_COLUMNS.items()
-            for name, expression in zip(
-                names, (privacy.country_code, privacy.number_type), strict=True
-            )
-        )
+        for number, (code, kind) in privacy.NUMBER_COLUMNS.items():
+            calls = privacy.with_number_classes(
+                calls.drop(code, kind).lazy(), number, code, kind
+            ).collect()
     keys = ["direction", *(n for names in privacy.NUMBER_COLUMNS.values() for n in names)]
     return (
         calls.group_by(keys)
