@@ -253,7 +253,7 @@ def with_number_columns(rows: pl.LazyFrame, privacy: Privacy) -> pl.LazyFrame:
     """In pseudonymise mode, add the country code and type of both numbers, then replace the
     numbers by their tokens and drop the caller's name. In clear mode the rows are returned as
     they are (the four columns null): the numbers are there to derive them from, and deriving
-    them costs ~0.85 s per million calls (2 cores), which clear mode does not pay."""
+    them has a cost clear mode does not pay (docs/performance.md, "Privacy")."""
     if privacy.key is None:
         return rows.with_columns(
             pl.lit(None, pl.String).alias(name)
