@@ -24,7 +24,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from cdr_pipeline import erasure, marts, merge, normalize, privacy, retention, warehouse
+from cdr_pipeline import marts, merge, normalize, privacy, warehouse
 from cdr_pipeline.callr.client import (
     CallrAuthError,
     CallrExportClient,
@@ -32,11 +32,32 @@ from cdr_pipeline.callr.client import (
     ExportDownload,
 )
 from cdr_pipeline.config import DEFAULT_FETCH_CONCURRENCY, day_window
+from cdr_pipeline.raw_erasure import remove_raw_rows
 from cdr_pipeline.schema import DIRECTIONS
 
 log = logging.getLogger(__name__)
 
 LOAD_BATCH_ROWS = 500_000  # incoming calls per load transaction, when days are small
+
+
+class RetentionError(ValueError):
+    """A day older than the calls' retention was asked for (the message names the setting)."""
+
+
+def refusal(day: dt.date, first_day_kept: dt.date) -> str:
+    """Why `day` is not loaded."""
+    return (
+        f"{day} is older than CDR_CALLS_RETENTION_DAYS allows (the first day kept is "
+        f"{first_day_kept}): its calls would be deleted by the next retention run, so it is "
+        "not loaded; raise CDR_CALLS_RETENTION_DAYS to load it"
+    )
+
+
+def check_days(days: Iterable[dt.date], first_day_kept: dt.date | None) -> None:
+    """Raise RetentionError if one of `days` is before the calls' horizon."""
+    old = sorted(d for d in days if first_day_kept is not None and d < first_day_kept)
+    if old:
+        raise RetentionError(refusal(old[0], first_day_kept) + f" ({len(old)} day(s) refused)")
 
 
 @dataclass(frozen=True)
@@ -148,7 +169,7 @@ def type_day(
         if rules.pseudonymise:
             export.path.unlink(missing_ok=True)
         elif stats.erased_rows and export.path.exists():  # an erased number came back: not here
-            erasure.remove_raw_rows(export.path, rules.is_erased_number)
+            remove_raw_rows(export.path, rules.is_erased_number)
     elapsed = time.perf_counter() - started
     rejects = lake.rejects_file(day)
     # Five rows, read lazily: reading the file and then taking its head would load the day.
@@ -195,7 +216,7 @@ def land_days(
     result = LandingResult()
     for day in sorted(days):
         if first_day_kept is not None and day < first_day_kept:
-            result.failures[day] = retention.refusal(day, first_day_kept)
+            result.failures[day] = refusal(day, first_day_kept)
             on_day(day, result.failures[day])
     ordered = sorted(days - set(result.failures))
     if not ordered:
@@ -283,7 +304,7 @@ def load_days(
     """
     days = sorted(set(days))
     if load_calls:
-        retention.check_days(days, first_day_kept)
+        check_days(days, first_day_kept)
     warehouse.ensure_schema(con)
     marts.check_settings(con, settings)
     result = LoadResult()

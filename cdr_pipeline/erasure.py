@@ -19,22 +19,21 @@ audit entry (`privacy/erasure-audit.jsonl`) records when and what changed where,
 number's salted hash, never the number.
 """
 
-import csv
 import datetime as dt
-import io
 import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from cdr_pipeline import marts, merge, normalize, privacy, warehouse
+from cdr_pipeline import marts, merge, privacy, warehouse
 from cdr_pipeline.db import transaction
+from cdr_pipeline.raw_erasure import remove_raw_rows
 from cdr_pipeline.receiver.landing import LandingStore
 
 _PHONE = re.compile(r"\+?[0-9]{3,15}")
@@ -136,33 +135,6 @@ def _erase_raw(lake: warehouse.Lake, targets: _Targets) -> int:
     return sum(
         remove_raw_rows(path, targets.match) for path in sorted(lake.raw_dir.glob("*/*.csv"))
     )
-
-
-def remove_raw_rows(path: Path, match: Callable[[str], bool]) -> int:
-    """Rewrite a raw export without the rows whose caller or callee `match`es; rows removed.
-
-    The other rows are written back as the csv module quotes them (RFC 4180, the file's line
-    ending and BOM kept): the same fields, not always the same bytes."""
-    raw = path.read_bytes()
-    text = raw.decode("utf-8-sig", errors="surrogateescape")
-    records = list(csv.reader(io.StringIO(text, newline="")))
-    if not records:
-        return 0
-    mapping, _ = normalize.header_mapping(records[0], file=path)
-    numbers = privacy.NUMBER_FIELDS.values()
-    columns = [i for i, name in enumerate(records[0]) if mapping.get(name) in numbers]
-    kept = [r for r in records[1:] if not any(i < len(r) and match(r[i]) for i in columns)]
-    if len(kept) == len(records) - 1:
-        return 0
-    out = io.StringIO(newline="")
-    csv.writer(out, lineterminator="\r\n" if "\r\n" in text else "\n").writerows(
-        [records[0], *kept]
-    )
-    content = ("\ufeff" if raw.startswith(b"\xef\xbb\xbf") else "") + out.getvalue()
-    partial = path.with_name(f".{path.name}.erasing")
-    partial.write_bytes(content.encode("utf-8", errors="surrogateescape"))
-    os.replace(partial, path)
-    return len(records) - 1 - len(kept)
 
 
 def _erase_parquet(lake: warehouse.Lake, targets: _Targets) -> tuple[int, int]:

@@ -10,24 +10,25 @@ import json
 from typing import Any
 
 from cdr_pipeline import normalize, privacy
-from cdr_pipeline.receiver import envelope
-from cdr_pipeline.receiver.landing import LandedEvent
 
 
-def _parsed_cdr(event: LandedEvent) -> tuple[Any, dict, dict[str, str]] | None:
-    """The body, its CDR object and the CDR's keys -> Callr fields; None if unreadable."""
+def _parsed_cdr(body: str, cdr_path: str) -> tuple[Any, dict, dict[str, str]] | None:
+    """The body, its CDR object (at `cdr_path`, as the landing store records it) and the CDR's
+    keys -> Callr fields; None if unreadable."""
     try:
-        document = json.loads(event.body)
-        cdr = envelope.cdr_at(document, event.cdr_path)
+        document = json.loads(body)
+        cdr = document
+        for key in filter(None, cdr_path.split(".")):  # the receiver's `envelope.cdr_at`
+            cdr = cdr[key]
         mapping, _ = normalize.header_mapping(list(cdr))
     except (ValueError, normalize.ExportHeaderError, KeyError, TypeError, AttributeError):
         return None
     return document, cdr, mapping
 
 
-def of_erased_number(event: LandedEvent, rules: privacy.Privacy) -> bool:
-    """Whether the event's CDR has an erased number as caller or callee."""
-    parsed = _parsed_cdr(event)
+def of_erased_number(body: str, cdr_path: str, rules: privacy.Privacy) -> bool:
+    """Whether the CDR of a landed body has an erased number as caller or callee."""
+    parsed = _parsed_cdr(body, cdr_path)
     return parsed is not None and any(
         field_name in privacy.NUMBER_FIELDS.values()
         and parsed[1][name] not in (None, "")
@@ -39,14 +40,14 @@ def of_erased_number(event: LandedEvent, rules: privacy.Privacy) -> bool:
 WITHHELD_BODY = '{"withheld": "a body that cannot be read is not kept in pseudonymise mode"}'
 
 
-def shown_body(event: LandedEvent, rules: privacy.Privacy) -> str:
+def shown_body(body: str, cdr_path: str, rules: privacy.Privacy) -> str:
     """The body as a reject or the landing store may keep it: as received in clear mode; in
     pseudonymise mode with the CDR's numbers replaced by their tokens, the caller's name and
     the values of keys that are no Callr field removed (a body that cannot be read is withheld
     whole)."""
     if rules.key is None:
-        return event.body
-    parsed = _parsed_cdr(event)
+        return body
+    parsed = _parsed_cdr(body, cdr_path)
     if parsed is None:
         return WITHHELD_BODY
     document, cdr, mapping = parsed

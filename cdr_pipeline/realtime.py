@@ -193,7 +193,7 @@ def _unreadable(
         "call_date": call_date,
         "direction": envelope.direction_of(event.event_type) or "unknown",
         "source_row": event.seq,
-        "raw": landed_privacy.shown_body(event, rules),
+        "raw": landed_privacy.shown_body(event.body, event.cdr_path, rules),
         "reason": f"CDR cannot be read: {reason}",
         "source": event.source,
     }
@@ -219,7 +219,9 @@ def _relabel_rejects(
         {
             "source_row": list(range(1, len(rows) + 1)),
             "__seq": [r.event.seq for r in rows],
-            "__raw": [landed_privacy.shown_body(r.event, rules) for r in rows],
+            "__raw": [
+                landed_privacy.shown_body(r.event.body, r.event.cdr_path, rules) for r in rows
+            ],
             "__call_date": [r.call_date for r in rows],
             "__direction": [r.direction for r in rows],
         },
@@ -326,14 +328,22 @@ def load_landed_events(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    erased = [e.seq for e in events if rules.erased and landed_privacy.of_erased_number(e, rules)]
+    erased = [
+        e.seq
+        for e in events
+        if rules.erased and landed_privacy.of_erased_number(e.body, e.cdr_path, rules)
+    ]
     if erased:  # an erased number delivered again: its calls were dropped, its events go too
         with LandingStore(landing_file) as store:
             store.delete_events(f"seq IN ({', '.join('?' * len(erased))})", erased)
     if rules.pseudonymise:
         with LandingStore(landing_file) as store:
             store.replace_bodies(
-                {e.seq: landed_privacy.shown_body(e, rules) for e in events if e.seq not in erased}
+                {
+                    e.seq: landed_privacy.shown_body(e.body, e.cdr_path, rules)
+                    for e in events
+                    if e.seq not in erased
+                }
             )
     return RealtimeResult(
         store_id=store_id,

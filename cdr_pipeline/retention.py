@@ -7,14 +7,13 @@ The horizon is the day `retention_days` days before today in CDR_TIMEZONE: with 
   real-time landing store's events received before its midnight, are deleted.
 - Calls (optional): the rows of `calls`, `call_rejects`, `realtime_calls_seen`, the marts and
   the Parquet lake whose `call_date` is before the horizon are deleted, and loading such a day
-  is refused (`RetentionError`): it would only be deleted again.
+  is refused (`days.RetentionError`): it would only be deleted again.
 
 What is newer is untouched.
 """
 
 import datetime as dt
 import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,26 +24,6 @@ from cdr_pipeline.config import check_timezone
 from cdr_pipeline.db import count, date_literal, transaction
 from cdr_pipeline.receiver.landing import LandingStore
 from cdr_pipeline.warehouse import Lake
-
-
-class RetentionError(ValueError):
-    """A day older than the calls' retention was asked for (the message names the setting)."""
-
-
-def refusal(day: dt.date, first_day_kept: dt.date) -> str:
-    """Why `day` is not loaded."""
-    return (
-        f"{day} is older than CDR_CALLS_RETENTION_DAYS allows (the first day kept is "
-        f"{first_day_kept}): its calls would be deleted by the next retention run, so it is "
-        "not loaded; raise CDR_CALLS_RETENTION_DAYS to load it"
-    )
-
-
-def check_days(days: Iterable[dt.date], first_day_kept: dt.date | None) -> None:
-    """Raise RetentionError if one of `days` is before the calls' horizon."""
-    old = sorted(d for d in days if first_day_kept is not None and d < first_day_kept)
-    if old:
-        raise RetentionError(refusal(old[0], first_day_kept) + f" ({len(old)} day(s) refused)")
 
 
 @dataclass

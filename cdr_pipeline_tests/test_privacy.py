@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from cdr_pipeline import erasure, privacy
 from cdr_pipeline import normalize as normalize_module
+from cdr_pipeline import privacy, raw_erasure
 from cdr_pipeline.config import ConfigError, Settings
 from cdr_pipeline.receiver.landing import LandingRecord, LandingStore
 from cdr_pipeline_tests.test_normalize import DAY, csv_text, export, normalize, row
@@ -123,7 +123,7 @@ def test_remove_raw_rows_keeps_the_other_rows_and_the_dialect(tmp_path: Path) ->
         lineterminator="\r\n",
     )
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
-    removed = erasure.remove_raw_rows(path, lambda v: privacy.number_key(v) == "+33612345678")
+    removed = raw_erasure.remove_raw_rows(path, lambda v: privacy.number_key(v) == "+33612345678")
     assert removed == 1
     kept = csv_text([row(callid="2", scenarioName='A "b", c')], lineterminator="\r\n")
     assert path.read_bytes() == b"\xef\xbb\xbf" + kept.encode()
