@@ -1,6 +1,7 @@
 """`cdr-pipeline`: demo, backfill, simulator and sql, over the same Dagster definitions."""
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -70,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         "audit", help="check that every call_id is stored once in the whole calls table"
     )
     audit.set_defaults(command=cmd_audit)
+
+    erase = sub.add_parser(
+        "erase",
+        help="remove a phone number's calls from every copy and keep it out of later loads",
+    )
+    erase.add_argument("--number", required=True, help="the number, e.g. +33612345678")
+    erase.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
+    erase.set_defaults(command=cmd_erase)
 
     sql = sub.add_parser("sql", help="run one read-only SQL query against the warehouse")
     sql.add_argument("query", help='e.g. "SELECT * FROM daily_kpis ORDER BY call_date"')
@@ -160,8 +169,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from cdr_pipeline import warehouse
 
     settings = _settings_with_warehouse()
-    default = settings.warehouse.with_name(f"{settings.warehouse.stem}-snapshot.duckdb")
-    target = args.output or default
+    target = args.output or warehouse.snapshot_path(settings.warehouse)
     warehouse.snapshot(settings.warehouse, target)
     print(f"Snapshot of {settings.warehouse} written to {target}")
     print(f"Query it for as long as you like (loads are not blocked): duckdb -readonly {target}")
@@ -272,6 +280,43 @@ def cmd_audit(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"every call_id is stored once (~{rows:,} calls)")
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    import json
+
+    from cdr_pipeline import erasure, privacy
+    from cdr_pipeline.defs import runner
+    from cdr_pipeline.defs.definitions import build_definitions
+
+    settings = Settings.from_env()
+    try:
+        request = erasure.write_request(settings.data_dir, args.number)
+    except privacy.ErasureError as error:
+        print(f"cdr-pipeline erase: {error}", file=sys.stderr)
+        return 2
+    config = {"ops": {"erase_number": {"config": {"request": request}}}}
+    try:
+        outcome = runner.run_job(
+            build_definitions(settings),
+            "erase_number_job",
+            runner.instance_for(settings.data_dir),
+            args.verbose,
+            run_config=config if args.verbose else runner.QUIET_RUN_CONFIG | config,
+        )
+    finally:  # a run that failed before taking the request leaves no number behind
+        with contextlib.suppress(privacy.ErasureError):
+            erasure.take_request(settings.data_dir, request)
+    if outcome.error:
+        print(f"erase failed: {outcome.error}", file=sys.stderr)
+        return 1
+    audit = privacy.privacy_dir(settings.data_dir) / "erasure-audit.jsonl"
+    entry = json.loads(audit.read_text().splitlines()[-1])
+    print(f"Erased the number (hash {entry['number_hash']}…), run {outcome.run_id[:8]}:")
+    for place, changed in entry["changes"].items():
+        print(f"  {place}: {changed}")
+    print(f"It is on the erasure list: later loads drop its calls. Audit entry: {audit}")
     return 0
 
 

@@ -38,6 +38,11 @@ DEFAULT_RECEIVER_MAX_JSON_DEPTH = 16  # an event envelope nests 3 levels
 DEFAULT_RECEIVER_MAX_HEADER_BYTES = 16 * 1024  # request line + headers (h11's default)
 DEFAULT_RECEIVER_REQUEST_TIMEOUT_S = 10  # for the request head, and again for the body
 DEFAULT_REALTIME_RECONCILE_DAYS = 2  # the export must confirm real-time calls after this
+# Privacy (README "Privacy"): CDR_PRIVACY, CDR_PRIVACY_KEY (read at run time by the resource that
+# needs it, never held here), CDR_RAW_RETENTION_DAYS.
+PRIVACY_MODES = ("clear", "pseudonymise")
+DEFAULT_PRIVACY = "clear"
+MIN_PRIVACY_KEY_CHARS = 16
 
 
 class ConfigError(ValueError):
@@ -75,6 +80,9 @@ class Settings:
     naive_timezone: str = DEFAULT_TIMEZONE
     realtime_reconcile_days: int = DEFAULT_REALTIME_RECONCILE_DAYS
     lake_url: str = ""  # CDR_LAKE_URL; empty: the data directory
+    privacy: str = DEFAULT_PRIVACY
+    raw_retention_days: int | None = None  # None: raw exports and landed events are kept
+    calls_retention_days: int | None = None  # None: calls are kept
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -122,6 +130,9 @@ class Settings:
                 env, "CDR_REALTIME_RECONCILE_DAYS", DEFAULT_REALTIME_RECONCILE_DAYS
             ),
             lake_url=lake_url,
+            privacy=privacy_mode(env),
+            raw_retention_days=_parse_retention(env, "CDR_RAW_RETENTION_DAYS"),
+            calls_retention_days=_parse_retention(env, "CDR_CALLS_RETENTION_DAYS"),
         )
 
 
@@ -156,6 +167,33 @@ def check_lake_url(url: str) -> str:
     if not parts.netloc:
         raise ConfigError(f"{LAKE_URL_VARIABLE} must name a bucket: s3://bucket/prefix")
     return url
+
+
+def privacy_mode(env: Mapping[str, str]) -> str:
+    """CDR_PRIVACY (`clear` or `pseudonymise`), checked with its key: in pseudonymise mode
+    CDR_PRIVACY_KEY must be set (its value never appears in a message)."""
+    raw = (env.get("CDR_PRIVACY") or DEFAULT_PRIVACY).strip().lower()
+    mode = "pseudonymise" if raw == "pseudonymize" else raw
+    if mode not in PRIVACY_MODES:
+        raise ConfigError(f"CDR_PRIVACY must be one of {', '.join(PRIVACY_MODES)}, got {raw!r}")
+    key = env.get("CDR_PRIVACY_KEY") or ""
+    if mode == "pseudonymise" and len(key) < MIN_PRIVACY_KEY_CHARS:
+        raise ConfigError(
+            "CDR_PRIVACY_KEY must be set to a secret of at least "
+            f"{MIN_PRIVACY_KEY_CHARS} characters when CDR_PRIVACY=pseudonymise "
+            f"({'it is not set' if not key else 'it is too short'}; e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return mode
+
+
+def _parse_retention(env: Mapping[str, str], name: str) -> int | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a whole number of days (at least 1), got {raw!r}")
+    return int(raw)
 
 
 def parse_ner_causes(raw: str | None) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from cdr_pipeline import marts, merge, normalize, warehouse
+from cdr_pipeline import marts, merge, normalize, privacy, warehouse
 from cdr_pipeline.callr.client import (
     CallrAuthError,
     CallrExportClient,
@@ -32,11 +32,32 @@ from cdr_pipeline.callr.client import (
 )
 from cdr_pipeline.config import DEFAULT_FETCH_CONCURRENCY, day_window
 from cdr_pipeline.lakestore import LakeError
+from cdr_pipeline.raw_erasure import remove_raw_rows
 from cdr_pipeline.schema import DIRECTIONS
 
 log = logging.getLogger(__name__)
 
 LOAD_BATCH_ROWS = 500_000  # incoming calls per load transaction, when days are small
+
+
+class RetentionError(ValueError):
+    """A day older than the calls' retention was asked for (the message names the setting)."""
+
+
+def refusal(day: dt.date, first_day_kept: dt.date) -> str:
+    """Why `day` is not loaded."""
+    return (
+        f"{day} is older than CDR_CALLS_RETENTION_DAYS allows (the first day kept is "
+        f"{first_day_kept}): its calls would be deleted by the next retention run, so it is "
+        "not loaded; raise CDR_CALLS_RETENTION_DAYS to load it"
+    )
+
+
+def check_days(days: Iterable[dt.date], first_day_kept: dt.date | None) -> None:
+    """Raise RetentionError if one of `days` is before the calls' horizon."""
+    old = sorted(d for d in days if first_day_kept is not None and d < first_day_kept)
+    if old:
+        raise RetentionError(refusal(old[0], first_day_kept) + f" ({len(old)} day(s) refused)")
 
 
 @dataclass(frozen=True)
@@ -66,9 +87,13 @@ class TypedDay:
 
     @property
     def reconciled(self) -> bool:
-        """Raw records = typed + rejected + collapsed duplicates, each counted independently."""
+        """Raw records = typed + rejected + collapsed duplicates (+ erased), each counted
+        independently."""
         return self.stats.raw_rows == (
-            self.typed_rows + self.rejected_rows + self.stats.duplicate_rows
+            self.typed_rows
+            + self.rejected_rows
+            + self.stats.duplicate_rows
+            + self.stats.erased_rows
         )
 
 
@@ -102,20 +127,33 @@ def type_day(
     timezone: str,
     naive_timezone: str = "UTC",
     raw_rows: int | None = None,
+    rules: privacy.Privacy = privacy.CLEAR,
 ) -> TypedDay:
     """Type the day's raw exports into the Parquet lake (published atomically, see
-    `warehouse.publish_partition`); counts read back from the published files."""
+    `warehouse.publish_partition`); counts read back from the published files.
+
+    `rules` pseudonymise the numbers and drop the erased ones (`cdr_pipeline.privacy`). In
+    pseudonymise mode the raw exports, which hold the numbers in clear, are deleted once typed.
+    """
+    raw_keys = [lake.raw_key(day, d) for d in DIRECTIONS]
+    if rules.pseudonymise and not all(lake.store.exists(key) for key in raw_keys):
+        raise FileNotFoundError(
+            f"the raw exports of {day} are gone: in pseudonymise mode a raw export is deleted "
+            "once typed, so the day must be fetched again (materialise raw_cdr_exports with "
+            "typed_calls)"
+        )
     staging = lake.staging_dir / f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     started = time.perf_counter()
     try:
         with lake.store.local_files(staging) as local:
-            raw = local.paths(lake.raw_key(day, d) for d in DIRECTIONS)
+            raw = local.paths(raw_keys)
             plan = normalize.normalize_exports(
                 [normalize.ExportFile(Path(p), d) for p, d in zip(raw, DIRECTIONS, strict=True)],
                 partition_date=day,
                 timezone=timezone,
                 naive_timezone=naive_timezone,
+                privacy=rules,
             )
             stats = normalize.write_normalized(
                 plan,
@@ -128,13 +166,29 @@ def type_day(
                 staging / "rejects.parquet",
                 raw_rows=raw_rows,
             )
+            if stats.erased_rows and not rules.pseudonymise:
+                # An erased number came back in the export: not in the raw landing either.
+                rewritten = {}
+                for key, path in zip(raw_keys, raw, strict=True):
+                    remove_raw_rows(Path(path), rules.is_erased_number)
+                    rewritten[key] = Path(path)
+                if lake.store.folder is None:
+                    lake.store.publish(rewritten)
         staged = sorted((staging / "calls").glob("call_date=*/*.parquet"))
         # Five rows, read lazily (reading the file, then taking its head, would load the day),
         # from the first file before it is published: the same bytes, without a download.
-        preview = pl.scan_parquet(staged[0]).head(5).collect() if staged else pl.DataFrame()
+        # Without the personal columns, in either mode: Dagster's storage then never holds a
+        # number, so an erasure need not (and could not) reach into its event log.
+        preview = (
+            pl.scan_parquet(staged[0]).drop(privacy.PERSONAL_COLUMNS).head(5).collect()
+            if staged
+            else pl.DataFrame()
+        )
         published = warehouse.publish_partition(lake, day, staged, staging / "rejects.parquet")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if rules.pseudonymise:
+        lake.store.publish({}, remove=raw_keys)
     elapsed = time.perf_counter() - started
     rejects = lake.rejects_key(day)
     return TypedDay(
@@ -159,15 +213,23 @@ def land_days(
     concurrency: int = DEFAULT_FETCH_CONCURRENCY,
     naive_timezone: str = "UTC",
     on_day: Callable[[dt.date, str | None], None] = lambda _day, _error: None,
+    rules: privacy.Privacy = privacy.CLEAR,
+    first_day_kept: dt.date | None = None,
 ) -> LandingResult:
-    """Fetch (when `client` is given) and type (when `typing`) each of `days`.
+    """Fetch (when `client` is given) and type (when `typing`) each of `days`. A day before
+    `first_day_kept` (CDR_CALLS_RETENTION_DAYS) fails at once, saying why.
 
     Raises:
         CallrError: the first day's fetch failed: the key, the URL or the API itself is wrong,
             so no other day is tried.
     """
-    ordered = sorted(set(days))
+    days = set(days)
     result = LandingResult()
+    for day in sorted(days):
+        if first_day_kept is not None and day < first_day_kept:
+            result.failures[day] = refusal(day, first_day_kept)
+            on_day(day, result.failures[day])
+    ordered = sorted(days - set(result.failures))
     if not ordered:
         return result
     lake.store.check()  # an unusable lake fails the range at once, like a rejected key
@@ -179,7 +241,7 @@ def land_days(
                 result.landed[day] = landed.result()
                 raw_rows = sum(result.landed[day].rows.values())  # counted once, at the fetch
             if typing:
-                result.typed[day] = type_day(lake, day, timezone, naive_timezone, raw_rows)
+                result.typed[day] = type_day(lake, day, timezone, naive_timezone, raw_rows, rules)
         except Exception as error:  # one day's failure is reported, not fatal
             result.failures[day] = str(error) or type(error).__name__
             log.warning("%s failed: %s", day, result.failures[day])
@@ -244,12 +306,19 @@ def load_days(
     settings: marts.MartSettings,
     load_calls: bool = True,
     refresh: bool = True,
+    first_day_kept: dt.date | None = None,
 ) -> LoadResult:
     """Load each day (one transaction each, in date order), then refresh the changed marts.
 
     The marts' settings are checked before anything is loaded (`marts.MartSettingsError`).
     The uniqueness of `call_id` is checked over the call dates the loads read and wrote.
+
+    Raises:
+        RetentionError: a day is before `first_day_kept` (CDR_CALLS_RETENTION_DAYS).
     """
+    days = sorted(set(days))
+    if load_calls:
+        check_days(days, first_day_kept)
     warehouse.ensure_schema(con)
     marts.check_settings(con, settings)
     result = LoadResult()

@@ -115,6 +115,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from cdr_pipeline import privacy as privacy_rules
 from cdr_pipeline import timestamps
 from cdr_pipeline.config import check_timezone, naive_timezone
 from cdr_pipeline.q850 import with_cause_columns
@@ -138,6 +139,7 @@ _ORD = "__ord"
 _FILE_DIRECTION = "__file_direction"
 _JSON = "__raw_json"
 _REJECTED = "__rejected"
+_ERASED = "__erased"  # a number of the row is on the erasure list
 _EMPTY_ROW = "__empty_row"
 _KEPT = "__kept"
 _COUNT = "__count"
@@ -197,6 +199,7 @@ class NormalizeStats:
         unknown_columns: header names that are no Callr field, in order of first appearance.
         min_started_at: earliest `started_at` among typed rows (None if there is none).
         max_started_at: latest `started_at` among typed rows (None if there is none).
+        erased_rows: rows dropped because a number of theirs is on the erasure list.
     """
 
     raw_rows: int
@@ -206,11 +209,15 @@ class NormalizeStats:
     unknown_columns: tuple[str, ...]
     min_started_at: datetime | None
     max_started_at: datetime | None
+    erased_rows: int = 0
 
     @property
     def reconciles(self) -> bool:
-        """Whether every raw record is accounted for: raw = typed + rejected + duplicates."""
-        return self.raw_rows == self.typed_rows + self.rejected_rows + self.duplicate_rows
+        """Whether every raw record is accounted for: raw = typed + rejected + duplicates
+        (+ rows of erased numbers)."""
+        return self.raw_rows == (
+            self.typed_rows + self.rejected_rows + self.duplicate_rows + self.erased_rows
+        )
 
 
 def _header_key(name: str) -> str:
@@ -519,7 +526,12 @@ def _json_keys(header: Sequence[str]) -> list[str]:
 _FLAGS: tuple[str, ...] = tuple(_flag_name(i) for i in range(len(_rules("UTC"))))
 
 # `calls` columns that follow from others; added once per kept row, after the dedup.
-_DERIVED: tuple[str, ...] = ("hangup_cause_name", "hangup_cause_class", "source")
+_DERIVED: tuple[str, ...] = (
+    "hangup_cause_name",
+    "hangup_cause_class",
+    "source",
+    *(name for names in privacy_rules.NUMBER_COLUMNS.values() for name in names),
+)
 
 # Stage one's scratch file: only what the dedup and `calls` need. The rejects re-read their
 # few rows from the raw file (stage four) instead of carrying raw text for every row.
@@ -529,6 +541,7 @@ _SCRATCH_SCHEMA: dict[str, pl.DataType] = {
     _ORD: pl.Int64(),
     _FILE_DIRECTION: pl.String(),
     _REJECTED: pl.Boolean(),
+    _ERASED: pl.Boolean(),
 }
 
 # Stage three's scratch file: one row per superseded row.
@@ -590,6 +603,7 @@ class _FileScan:
         mapping: header name -> Callr field, for the names that are Callr fields.
         timezone: IANA time zone of `call_date`.
         naive_zone: IANA time zone of timestamps without an offset.
+        privacy: the pseudonymisation key (rejects' raw JSON) and the erasure list.
     """
 
     index: int
@@ -598,6 +612,7 @@ class _FileScan:
     mapping: dict[str, str]
     timezone: str
     naive_zone: str = "UTC"
+    privacy: privacy_rules.Privacy = privacy_rules.CLEAR
 
     def scan(self, rows: pl.Series | None = None) -> pl.LazyFrame:
         """The file's data records typed and flagged, with their raw text and raw JSON.
@@ -610,8 +625,14 @@ class _FileScan:
             for position, name in enumerate(self.header)
         ]
         absent = [f for f in SOURCE_FIELDS if f not in self.mapping.values()]
+        shown = [
+            privacy_rules.raw_field(
+                pl.col(c), c.removeprefix(_RAW) if c.startswith(_RAW) else None, self.privacy
+            )
+            for c in internal
+        ]
         raw_json = pl.struct(
-            [pl.col(c).alias(key) for c, key in zip(internal, _json_keys(self.header), strict=True)]
+            [c.alias(key) for c, key in zip(shown, _json_keys(self.header), strict=True)]
         ).struct.json_encode()
         csv = pl.scan_csv(
             self.export.path,
@@ -648,14 +669,22 @@ class _FileScan:
             pl.all_horizontal([pl.col(c).fill_null("") == "" for c in internal]).alias(_EMPTY_ROW),
             # An empty row fails the `callid missing` rule, so no separate test is needed here.
             pl.any_horizontal(_FLAGS).alias(_REJECTED),
+            self.privacy.is_erased(
+                pl.col(_RAW + f) for f in privacy_rules.NUMBER_FIELDS.values()
+            ).alias(_ERASED),
         )
 
 
-def _with_derived(rows: pl.LazyFrame, source: str) -> pl.LazyFrame:
-    """Add the Q.850 name and class of `hangup_cause`, and the `source` column."""
-    return with_cause_columns(
+def _with_derived(
+    rows: pl.LazyFrame, source: str, privacy: privacy_rules.Privacy = privacy_rules.CLEAR
+) -> pl.LazyFrame:
+    """Add the Q.850 name and class of `hangup_cause` and the `source` column; in pseudonymise
+    mode, the numbers' country codes and types, and tokens for the numbers
+    (`privacy.with_number_columns`)."""
+    with_causes = with_cause_columns(
         rows, "hangup_cause", "hangup_cause_name", "hangup_cause_class"
     ).with_columns(pl.lit(source, pl.String).alias("source"))
+    return privacy_rules.with_number_columns(with_causes, privacy)
 
 
 def _typing_reason(naive_zone: str) -> pl.Expr:
@@ -692,7 +721,11 @@ def _repeated_ids(valid: pl.LazyFrame) -> pl.DataFrame:
 
 
 def _deduplicate(
-    valid: pl.LazyFrame, repeated: pl.DataFrame, *, source: str
+    valid: pl.LazyFrame,
+    repeated: pl.DataFrame,
+    *,
+    source: str,
+    privacy: privacy_rules.Privacy = privacy_rules.CLEAR,
 ) -> tuple[pl.LazyFrame, pl.LazyFrame | None]:
     """Stage three: `calls`, and the superseded rows (None when no `call_id` repeats).
 
@@ -702,12 +735,12 @@ def _deduplicate(
     """
     call_names = [c.name for c in CALL_COLUMNS]
     if repeated.is_empty():
-        return _with_derived(valid, source).select(call_names), None
+        return _with_derived(valid, source, privacy).select(call_names), None
     # Membership tests on the few repeated ids and their kept rows: the rows of other ids pass
     # untouched, and no join touches them.
     is_repeated = pl.col("call_id").is_in(repeated.get_column("call_id").implode())
     is_kept = pl.col(_ORD).is_in(repeated.get_column(_KEPT + _ORD).implode())
-    calls = _with_derived(valid.filter(~is_repeated | is_kept), source).select(call_names)
+    calls = _with_derived(valid.filter(~is_repeated | is_kept), source, privacy).select(call_names)
 
     compared = [c for c in call_names if c not in ("call_id", *_DERIVED)]
     repeated_rows = valid.filter(is_repeated)
@@ -745,6 +778,7 @@ class NormalizedExport:
         files: the export files, for counting their raw records.
         partition_date: the partition; the `call_date` of rejects.
         source: the `source` column value.
+        privacy: the pseudonymisation key and the erasure list applied.
     """
 
     scans: tuple[_FileScan, ...]
@@ -752,6 +786,7 @@ class NormalizedExport:
     files: tuple[ExportFile, ...]
     partition_date: date
     source: str
+    privacy: privacy_rules.Privacy = privacy_rules.CLEAR
 
 
 def normalize_exports(
@@ -762,6 +797,7 @@ def normalize_exports(
     source: str = "export",
     required_fields: Iterable[str] = SOURCE_FIELDS,
     naive_timezone: str | None = None,
+    privacy: privacy_rules.Privacy = privacy_rules.CLEAR,
 ) -> NormalizedExport:
     """Plan the normalisation of one partition's export files (nothing is computed yet).
 
@@ -775,6 +811,8 @@ def normalize_exports(
         required_fields: Callr fields every file must have a column for.
         naive_timezone: IANA time zone of timestamps without an offset; None reads
             CDR_NAIVE_TIMEZONE (default UTC).
+        privacy: pseudonymise the numbers (and rejects' raw JSON) with its key, drop the rows
+            of numbers on its erasure list (see `cdr_pipeline.privacy`).
 
     Returns:
         The plan; run it with `write_normalized` or `normalize_frames`.
@@ -801,13 +839,16 @@ def normalize_exports(
                 f"(header: {', '.join(header) or 'empty'})"
             )
         unknown.update(dict.fromkeys(extra))
-        scans.append(_FileScan(index, export, tuple(header), mapping, timezone, naive_zone))
+        scans.append(
+            _FileScan(index, export, tuple(header), mapping, timezone, naive_zone, privacy)
+        )
     return NormalizedExport(
         scans=tuple(scans),
         unknown_columns=tuple(unknown),
         files=tuple(files),
         partition_date=partition_date,
         source=source,
+        privacy=privacy,
     )
 
 
@@ -958,8 +999,14 @@ def write_normalized(
                 path, engine="streaming", **_SCRATCH
             )
         typed = _scan_all(typed_files, _SCRATCH_SCHEMA)
+        erased_rows = 0
+        if result.privacy.erased:
+            erased_rows = typed.filter(pl.col(_ERASED)).select(pl.len()).collect().item()
+            typed = typed.filter(~pl.col(_ERASED))
         valid = typed.filter(~pl.col(_REJECTED))
-        calls, superseded = _deduplicate(valid, _repeated_ids(valid), source=result.source)
+        calls, superseded = _deduplicate(
+            valid, _repeated_ids(valid), source=result.source, privacy=result.privacy
+        )
         superseded_path = scratch_dir / "superseded.parquet"
         sinks = [
             calls.sink_parquet(
@@ -992,6 +1039,7 @@ def write_normalized(
         unknown_columns=result.unknown_columns,
         min_started_at=first,
         max_started_at=last,
+        erased_rows=erased_rows,
     )
 
 
@@ -1037,6 +1085,7 @@ def normalize_frames(
     source: str = "export",
     required_fields: Iterable[str] = SOURCE_FIELDS,
     naive_timezone: str | None = None,
+    privacy: privacy_rules.Privacy = privacy_rules.CLEAR,
 ) -> tuple[pl.DataFrame, pl.DataFrame, NormalizeStats]:
     """`write_normalized` into a temporary directory, read back: for tests and small inputs.
 
@@ -1053,6 +1102,7 @@ def normalize_frames(
         source=source,
         required_fields=required_fields,
         naive_timezone=naive_timezone,
+        privacy=privacy,
     )
     with tempfile.TemporaryDirectory(prefix="cdr-normalize-") as scratch:
         calls_path = Path(scratch) / "calls.parquet"

@@ -21,6 +21,10 @@ event is loaded exactly once even if a run dies half-way.
    if neither says).
 5. `warehouse.upsert_realtime` merges the calls (an export row always wins) and appends the
    rejects.
+6. In pseudonymise mode (`cdr_pipeline.privacy`) the normaliser pseudonymises the calls, a
+   reject's `raw` is the body with its numbers replaced by their tokens (and the caller's name
+   removed), and once the batch is loaded the landing store's bodies of its events are rewritten
+   the same way: the clear numbers live in the landing store only until their event is loaded.
 """
 
 import csv
@@ -37,10 +41,10 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from cdr_pipeline import normalize, timestamps, warehouse
+from cdr_pipeline import landed_privacy, normalize, privacy, timestamps, warehouse
 from cdr_pipeline.config import check_timezone
 from cdr_pipeline.receiver import envelope
-from cdr_pipeline.receiver.landing import LandedEvent, open_reader
+from cdr_pipeline.receiver.landing import LandedEvent, LandingStore, open_reader
 from cdr_pipeline.schema import (
     DIRECTIONS,
     REJECT_SCHEMA,
@@ -127,6 +131,7 @@ def prepare_batch(
     store_id: str,
     timezone: str,
     naive_timezone: str | None = None,
+    rules: privacy.Privacy = privacy.CLEAR,
 ) -> RealtimeBatch:
     """Read the CDRs of `events` (oldest first) into rows per source; see the module docstring."""
     naive_zone = normalize.resolve_naive_timezone(naive_timezone)
@@ -174,19 +179,21 @@ def prepare_batch(
                 batch.superseded += 1
             latest[key] = row
     for (event, reason), day in zip(unreadable, days[len(readable) :], strict=True):
-        batch.unreadable.append(_unreadable(event, reason, day))
+        batch.unreadable.append(_unreadable(event, reason, day, rules))
     kept = sorted([*latest.values(), *keyless], key=lambda r: r.event.seq)
     for row in kept:
         batch.rows.setdefault(row.event.source, []).append(row)
     return batch
 
 
-def _unreadable(event: LandedEvent, reason: str, call_date: dt.date) -> dict[str, Any]:
+def _unreadable(
+    event: LandedEvent, reason: str, call_date: dt.date, rules: privacy.Privacy
+) -> dict[str, Any]:
     return {
         "call_date": call_date,
         "direction": envelope.direction_of(event.event_type) or "unknown",
         "source_row": event.seq,
-        "raw": event.body,
+        "raw": landed_privacy.shown_body(event.body, event.cdr_path, rules),
         "reason": f"CDR cannot be read: {reason}",
         "source": event.source,
     }
@@ -204,13 +211,17 @@ def _write_csv(path: Path, rows: Sequence[_Row], extra_names: Sequence[str]) -> 
             )
 
 
-def _relabel_rejects(raw_rejects: Path, rows: Sequence[_Row], target: Path) -> None:
+def _relabel_rejects(
+    raw_rejects: Path, rows: Sequence[_Row], target: Path, rules: privacy.Privacy
+) -> None:
     """Give a source's rejects their landing `seq`, body, call day and direction."""
     labels = pl.DataFrame(
         {
             "source_row": list(range(1, len(rows) + 1)),
             "__seq": [r.event.seq for r in rows],
-            "__raw": [r.event.body for r in rows],
+            "__raw": [
+                landed_privacy.shown_body(r.event.body, r.event.cdr_path, rules) for r in rows
+            ],
             "__call_date": [r.call_date for r in rows],
             "__direction": [r.direction for r in rows],
         },
@@ -239,7 +250,12 @@ def _relabel_rejects(raw_rejects: Path, rows: Sequence[_Row], target: Path) -> N
 
 
 def write_batch(
-    batch: RealtimeBatch, staging: Path, *, timezone: str, naive_timezone: str | None = None
+    batch: RealtimeBatch,
+    staging: Path,
+    *,
+    timezone: str,
+    naive_timezone: str | None = None,
+    rules: privacy.Privacy = privacy.CLEAR,
 ) -> tuple[list[Path], list[Path]]:
     """Normalise a prepared batch into Parquet under `staging`: (calls files, rejects files)."""
     staging.mkdir(parents=True, exist_ok=True)
@@ -256,12 +272,13 @@ def write_batch(
             source=source,
             required_fields=ROW_KEY_FIELDS,
             naive_timezone=naive_timezone,
+            privacy=rules,
         )
         calls_path = staging / f"{source}-calls.parquet"
         raw_rejects = staging / f"{source}-rejects-raw.parquet"
         normalize.write_normalized(result, calls_path, raw_rejects)
         rejects_path = staging / f"{source}-rejects.parquet"
-        _relabel_rejects(raw_rejects, rows, rejects_path)
+        _relabel_rejects(raw_rejects, rows, rejects_path, rules)
         calls_files.append(calls_path)
         rejects_files.append(rejects_path)
     if batch.unreadable:
@@ -279,9 +296,11 @@ def load_landed_events(
     timezone: str,
     max_events: int = DEFAULT_MAX_EVENTS,
     naive_timezone: str | None = None,
+    rules: privacy.Privacy = privacy.CLEAR,
 ) -> RealtimeResult:
     """Load the events landed since the warehouse's watermark (at most `max_events`); timestamps
-    without an offset are read in `naive_timezone` (None: CDR_NAIVE_TIMEZONE)."""
+    without an offset are read in `naive_timezone` (None: CDR_NAIVE_TIMEZONE). In pseudonymise
+    mode the loaded events' bodies are then pseudonymised in the landing store."""
     with open_reader(landing_file) as store:
         if store is None:
             return RealtimeResult(None, 0, 0, 0, 0, (), None)
@@ -291,11 +310,13 @@ def load_landed_events(
     if not events:
         return RealtimeResult(store_id, watermark, watermark, 0, 0, (), None)
     naive_zone = normalize.resolve_naive_timezone(naive_timezone)
-    batch = prepare_batch(events, store_id=store_id, timezone=timezone, naive_timezone=naive_zone)
+    batch = prepare_batch(
+        events, store_id=store_id, timezone=timezone, naive_timezone=naive_zone, rules=rules
+    )
     staging = lake.staging_dir / f"realtime-{uuid.uuid4().hex[:8]}"
     try:
         calls_files, rejects_files = write_batch(
-            batch, staging, timezone=timezone, naive_timezone=naive_zone
+            batch, staging, timezone=timezone, naive_timezone=naive_zone, rules=rules
         )
         stats = warehouse.upsert_realtime(
             con,
@@ -307,6 +328,23 @@ def load_landed_events(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    erased = [
+        e.seq
+        for e in events
+        if rules.erased and landed_privacy.of_erased_number(e.body, e.cdr_path, rules)
+    ]
+    if erased:  # an erased number delivered again: its calls were dropped, its events go too
+        with LandingStore(landing_file) as store:
+            store.delete_events(f"seq IN ({', '.join('?' * len(erased))})", erased)
+    if rules.pseudonymise:
+        with LandingStore(landing_file) as store:
+            store.replace_bodies(
+                {
+                    e.seq: landed_privacy.shown_body(e.body, e.cdr_path, rules)
+                    for e in events
+                    if e.seq not in erased
+                }
+            )
     return RealtimeResult(
         store_id=store_id,
         watermark_before=watermark,

@@ -46,6 +46,7 @@ from pathlib import Path
 import duckdb
 
 from cdr_pipeline import marts, merge, q850
+from cdr_pipeline.config import LAKE_URL_VARIABLE
 from cdr_pipeline.db import TableReads, count, date_literal, first_row, scalar, transaction
 from cdr_pipeline.lakestore import STAGING, LakeError, LakeStore, LocalFiles
 from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS, ddl
@@ -122,6 +123,30 @@ class Lake:
         if self.store.folder is None:
             raise LakeError(f"the lake {self.url} is not a folder: use the store for {key}")
         return self.store.folder / key
+
+    def require_folder(self, action: str) -> None:
+        """Refuse `action` (an erasure, a retention) on an S3 lake, before it changes anything:
+        they walk the lake's folders, which only a folder lake has (see the README)."""
+        if self.store.folder is None:
+            raise LakeError(
+                f"{action} works on a folder lake only; the lake {self.url} "
+                f"({LAKE_URL_VARIABLE}) is on object storage"
+            )
+
+    @property
+    def raw_dir(self) -> Path:
+        """Folder lakes only: the raw exports' folder."""
+        return self._local(RAW_PREFIX)
+
+    @property
+    def calls_dir(self) -> Path:
+        """Folder lakes only: the `calls` Parquet folder."""
+        return self._local(CALLS_PREFIX)
+
+    @property
+    def rejects_dir(self) -> Path:
+        """Folder lakes only: the `call_rejects` Parquet folder."""
+        return self._local(REJECTS_PREFIX)
 
     def raw_file(self, partition: dt.date, direction: str) -> Path:
         return self._local(self.raw_key(partition, direction))
@@ -229,8 +254,20 @@ def connect(
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the tables and views the contract names, if they are missing."""
+    """Create the tables and views the contract names, if they are missing (and the columns a
+    release added to `calls`, to a warehouse an earlier release made)."""
     con.execute(ddl(CALLS_TABLE, CALL_COLUMNS + WAREHOUSE_COLUMNS))
+    present = {
+        name
+        for (name,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND "
+            "schema_name = 'main'",
+            [CALLS_TABLE],
+        ).fetchall()
+    }
+    for column in CALL_COLUMNS:
+        if column.name not in present:
+            con.execute(f"ALTER TABLE {CALLS_TABLE} ADD COLUMN {column.duckdb_ddl}")
     con.execute(ddl(REJECTS_TABLE, REJECT_COLUMNS))
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {Q850_TABLE} (cause_code SMALLINT PRIMARY KEY, "
@@ -661,8 +698,32 @@ def upsert_realtime(
     )
 
 
+def snapshot_path(path: Path) -> Path:
+    """Where `cdr-pipeline snapshot` puts the analysts' copy by default: beside the warehouse."""
+    return path.with_name(f"{path.stem}-snapshot.duckdb")
+
+
+def compact(path: Path, *, lock_wait_s: float = 600.0) -> None:
+    """Rewrite the DuckDB file whole, in DuckDB's default format (after an erasure).
+
+    DuckDB reuses the blocks a DELETE frees, but does not clear them: the deleted values stay in
+    the file until overwritten. A copy holds the live rows only; it replaces the file by a
+    rename. The caller holds the writer's turn (the `duckdb_writer` pool), so no load writes
+    in between."""
+    rewritten = path.with_name(f".{path.name}.compacted")
+    snapshot(path, rewritten, lock_wait_s=lock_wait_s, storage_version=None)
+    os.replace(rewritten, path)
+    # A write-ahead log left beside the old file is in the copy already; replayed onto the new
+    # file it would apply twice.
+    path.with_name(f"{path.name}.wal").unlink(missing_ok=True)
+
+
 def snapshot(
-    path: Path, target: Path, *, lock_wait_s: float = 60.0, storage_version: str = "v1.0.0"
+    path: Path,
+    target: Path,
+    *,
+    lock_wait_s: float = 60.0,
+    storage_version: str | None = "v1.0.0",
 ) -> Path:
     """Copy the warehouse (tables and views) into `target`, a file analysts may keep open.
 
@@ -675,17 +736,16 @@ def snapshot(
     The snapshot is written in DuckDB's `storage_version` format, by default the oldest one
     DuckDB writes (v1.0.0, storage version 64), which every DuckDB since 0.10 reads: the DuckDB
     CLI and the drivers BI tools embed lag the library, whose own format (that of the warehouse
-    file) they cannot open. At demo size the copy has the same size and takes as long.
+    file) they cannot open. At demo size the copy has the same size and takes as long. None
+    writes DuckDB's default format for new files.
     """
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     with connect(path, read_only=True, lock_wait_s=lock_wait_s) as con:
         (source,) = con.execute("SELECT current_database()").fetchone() or ("",)
-        con.execute(
-            f"ATTACH ? AS cdr_snapshot (READ_WRITE, STORAGE_VERSION '{storage_version}')",
-            [str(partial)],
-        )
+        version = f", STORAGE_VERSION '{storage_version}'" if storage_version else ""
+        con.execute(f"ATTACH ? AS cdr_snapshot (READ_WRITE{version})", [str(partial)])
         try:
             con.execute(f'COPY FROM DATABASE "{source}" TO cdr_snapshot')
         finally:

@@ -157,6 +157,7 @@ def _typed_metadata(typed: core.TypedDay) -> dict[str, object]:
         "raw_rows": stats.raw_rows,
         "rejected_rows": typed.rejected_rows,
         "duplicate_rows": stats.duplicate_rows,
+        "erased_rows": stats.erased_rows,
         "unknown_columns": ", ".join(stats.unknown_columns) or "none",
         "min_started_at": _iso(stats.min_started_at),
         "max_started_at": _iso(stats.max_started_at),
@@ -177,6 +178,7 @@ def _reconcile_result(typed: Iterable[core.TypedDay]) -> dg.AssetCheckResult:
         "typed_rows": sum(t.typed_rows for t in typed),
         "rejected_rows": sum(t.rejected_rows for t in typed),
         "duplicate_rows": sum(t.stats.duplicate_rows for t in typed),
+        "erased_rows": sum(t.stats.erased_rows for t in typed),
     }
     return dg.AssetCheckResult(
         check_name=RECONCILE_CHECK,
@@ -185,7 +187,7 @@ def _reconcile_result(typed: Iterable[core.TypedDay]) -> dg.AssetCheckResult:
         metadata=metadata,
         description="; ".join(
             f"{t.day}: {t.stats.raw_rows} raw rows != {t.typed_rows} typed + {t.rejected_rows} "
-            f"rejected + {t.stats.duplicate_rows} duplicates"
+            f"rejected + {t.stats.duplicate_rows} duplicates + {t.stats.erased_rows} erased"
             for t in broken
         )
         or None,
@@ -243,6 +245,8 @@ def build_landing_asset(
                 typing=TYPED_KEY in context.selected_asset_keys,
                 concurrency=callr.fetch_concurrency,
                 naive_timezone=lake.naive_timezone,
+                rules=lake.privacy_rules(),
+                first_day_kept=lake.first_day_kept(),
             )
         context.log.info(
             f"{len(result.typed) or len(result.landed)} of {len(days)} day(s) landed"
@@ -360,6 +364,7 @@ def build_warehouse_asset(
                 settings=lake.mart_settings(),
                 load_calls=CALLS_KEY in selected or REJECTS_KEY in selected,
                 refresh=any(k in selected for k in MART_KEYS),
+                first_day_kept=lake.first_day_kept(),
             )
             shown = sorted({*days, *result.refreshed_days})
             mart_counts = _mart_counts(con, shown)

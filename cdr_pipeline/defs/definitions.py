@@ -4,6 +4,7 @@ import dagster as dg
 
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs import maintenance
+from cdr_pipeline.defs import privacy as privacy_defs
 from cdr_pipeline.defs.analytics import (
     REPORT_KEY,
     build_alert_parts,
@@ -62,6 +63,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             reference_job,
             maintenance.rebuild_marts_job,
             maintenance.call_id_audit_job,
+            privacy_defs.erase_number_job,
+            privacy_defs.retention_job,
         ],
         # One process per run: a range's steps form a chain, so step subprocesses would only add
         # start-up time (seconds each); ranges run in parallel as separate runs.
@@ -74,6 +77,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 late_days=settings.late_days,
             ),
             maintenance.weekly_call_id_audit,
+            privacy_defs.build_retention_schedule(
+                settings.timezone, settings.raw_retention_days or settings.calls_retention_days
+            ),
         ],
         sensors=[maintenance.build_split_sensor(settings.days_per_run, daily_job)],
         resources={
@@ -90,6 +96,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 timezone=settings.timezone,
                 naive_timezone=settings.naive_timezone,
                 ner_causes=list(settings.ner_causes),
+                privacy_key=(
+                    dg.EnvVar("CDR_PRIVACY_KEY") if settings.privacy == "pseudonymise" else ""
+                ),
+                raw_retention_days=settings.raw_retention_days,
+                calls_retention_days=settings.calls_retention_days,
             ),
         },
     )

@@ -65,6 +65,7 @@ def build_realtime_definitions(settings: Settings) -> dg.Definitions:
                 lake.lake,
                 timezone=lake.timezone,
                 naive_timezone=lake.naive_timezone,
+                rules=lake.privacy_rules(),
             )
             # The days the upsert changed: their marts are recomputed now, like after a load.
             refreshed = marts.refresh_pending(con, lake.mart_settings())

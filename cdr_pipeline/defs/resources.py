@@ -1,5 +1,6 @@
 """Dagster resources: the Callr connection and the warehouse location."""
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -8,13 +9,14 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from cdr_pipeline import marts, warehouse
+from cdr_pipeline import marts, privacy, warehouse
 from cdr_pipeline.callr.client import CallrExportClient, RetryPolicy
 from cdr_pipeline.config import (
     DEFAULT_BASE_URL,
     DEFAULT_FETCH_CONCURRENCY,
     DEFAULT_NER_CAUSES,
     DEFAULT_TIMEZONE,
+    check_timezone,
 )
 
 
@@ -80,6 +82,37 @@ class WarehouseResource(dg.ConfigurableResource):
         default=600.0,
         description="How long a load waits for another process to release the DuckDB file",
     )
+    privacy_key: str = Field(
+        default="",
+        description="CDR_PRIVACY_KEY, wired with dg.EnvVar in pseudonymise mode (never stored); "
+        "empty: numbers are kept in clear",
+    )
+    raw_retention_days: int | None = Field(
+        default=None,
+        description="CDR_RAW_RETENTION_DAYS: raw exports and landed events older are deleted",
+    )
+    calls_retention_days: int | None = Field(
+        default=None,
+        description="CDR_CALLS_RETENTION_DAYS: calls older are deleted, and not loaded",
+    )
+
+    def __repr__(self) -> str:
+        return f"WarehouseResource(data_dir={self.data_dir!r}, privacy_key='***')"
+
+    __str__ = __repr__
+
+    def today(self) -> dt.date:
+        """Today in CDR_TIMEZONE."""
+        return dt.datetime.now(check_timezone(self.timezone)).date()
+
+    def first_day_kept(self) -> dt.date | None:
+        """The calls' retention horizon (None: every day is kept)."""
+        days = self.calls_retention_days
+        return None if days is None else self.today() - dt.timedelta(days=days)
+
+    def privacy_rules(self) -> privacy.Privacy:
+        """The pseudonymisation key (if any) and the erasure list, as of now."""
+        return privacy.load_privacy(Path(self.data_dir), self.privacy_key or None)
 
     @property
     def lake(self) -> warehouse.Lake:

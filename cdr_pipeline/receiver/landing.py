@@ -19,7 +19,9 @@ The writer remembers its last outcome, and probes the file when asked and idle (
 receiver's `/healthz` says whether an event could be stored now.
 
 The receiver is the only writer of this file; it never opens DuckDB (one writer, CONTRACT).
-Landed rows are kept (they are the real-time audit trail); see docs/realtime.md for pruning.
+Landed rows are kept (they are the real-time audit trail) until CDR_RAW_RETENTION_DAYS says
+otherwise or an erasure removes them (README "Privacy"); in pseudonymise mode their bodies are
+pseudonymised once loaded (`cdr_pipeline.realtime`).
 """
 
 import concurrent.futures
@@ -31,7 +33,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,8 @@ def _connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
         con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")
+        # Deleted and rewritten rows are zeroed, not left in free pages (erasure, retention).
+        con.execute("PRAGMA secure_delete=ON")
     con.execute("PRAGMA busy_timeout=30000")
     return con
 
@@ -188,6 +192,50 @@ class LandingStore:
         except BaseException:
             _rollback(con)
             raise
+
+    def replace_bodies(self, bodies: Mapping[int, str]) -> int:
+        """Rewrite the bodies of events by `seq` (pseudonymisation), then purge the old text."""
+        changed = self._write(
+            "UPDATE events SET body = ? WHERE seq = ? AND body <> ?",
+            [(body, seq, body) for seq, body in bodies.items()],
+        )
+        self.purge_freed_pages()
+        return changed
+
+    def delete_events(self, where: str, params: Sequence[object] = ()) -> list[int]:
+        """Delete the events matching an SQL condition (erasure, retention); their `seq`s. The
+        freed pages are purged of their text (see `purge_freed_pages`)."""
+        with self._immediate() as con:
+            seqs = [r[0] for r in con.execute(f"SELECT seq FROM events WHERE {where}", params)]
+            con.execute(f"DELETE FROM events WHERE {where}", params)
+        self.purge_freed_pages()
+        return seqs
+
+    def events_where(self, where: str, params: Sequence[object] = ()) -> list[tuple[int, str]]:
+        """(seq, body) of the events matching an SQL condition."""
+        return self._con.execute(f"SELECT seq, body FROM events WHERE {where}", params).fetchall()
+
+    def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> int:
+        with self._immediate() as con:
+            return sum(con.execute(sql, row).rowcount for row in rows)
+
+    @contextlib.contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed if the block succeeds, else rolled back."""
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+
+    def purge_freed_pages(self) -> None:
+        """Leave no trace of deleted or rewritten text in the file: `secure_delete` (set when
+        the store is opened for writing) zeroes freed content, and a truncating checkpoint
+        moves the new pages into the file and empties the WAL, which held the old ones."""
+        self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def max_seq(self) -> int:
         """The highest `seq` stored (0 when empty)."""
