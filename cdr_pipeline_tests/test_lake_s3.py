@@ -300,3 +300,29 @@ def test_a_folder_lake_url_is_the_lake(tmp_path: Path) -> None:
     assert lake.raw_file(DAY, "inbound") == tmp_path / "lake" / "raw" / str(DAY) / "inbound.csv"
     assert lake.staging_dir == tmp_path / "lake" / "staging"  # a publish stays a rename
     assert Settings.from_env({"CDR_DATA_DIR": str(tmp_path)}).lake_url == str(tmp_path)
+
+
+def test_erasure_and_retention_refuse_an_s3_lake_before_changing_anything(
+    tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cdr_pipeline import erasure, marts, privacy, retention
+
+    use_s3(monkeypatch, s3)
+    data = tmp_path / "data"
+    lake = warehouse.Lake(data, LAKE_URL)
+    with pytest.raises(LakeError, match=r"folder lake only.*\(CDR_LAKE_URL\)"):
+        erasure.erase_number(
+            "+33612345678",
+            lake=lake,
+            warehouse_path=data / "warehouse.duckdb",
+            landing_file=data / "landing.sqlite",
+            key=None,
+            settings=marts.MartSettings(),
+        )
+    assert not privacy.privacy_dir(data).exists()  # not even on the erasure list
+    with pytest.raises(LakeError, match="raw retention works on a folder lake only"):
+        retention.apply_raw_retention(
+            lake, data / "landing.sqlite", retention_days=30, timezone="UTC", today=LAKE_DAYS[0]
+        )
+    with duckdb.connect() as con, pytest.raises(LakeError, match="calls retention"):
+        retention.apply_calls_retention(con, lake, LAKE_DAYS[0])
