@@ -35,7 +35,7 @@ from typing import Any
 
 import duckdb
 from docblock import write_block
-from measure import run_measured
+from measure import run_checked
 
 from cdr_pipeline.callr.simulator import SimulatorServer, cached_export, expected_call_ids
 from cdr_pipeline.config import day_window
@@ -99,12 +99,7 @@ def via_cli(simulator: SimulatorServer, days: list[dt.date], work: Path, per_run
         "--end",
         days[-1].isoformat(),
     ]
-    with tempfile.TemporaryFile() as log:
-        measured = run_measured(command, env, work, log)
-        log.seek(0)
-        output = log.read().decode(errors="replace")
-    if measured.returncode != 0:
-        raise RuntimeError(f"backfill failed ({measured.returncode}):\n{output[-3000:]}")
+    measured, output = run_checked(command, env, work)
     runs = sum(1 for line in output.splitlines() if line.startswith("["))
     return {
         "wall_s": round(measured.seconds, 2),

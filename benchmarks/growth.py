@@ -36,7 +36,7 @@ from typing import Any
 
 import duckdb
 from docblock import write_block
-from measure import run_measured
+from measure import run_checked
 
 from cdr_pipeline import marts
 from cdr_pipeline.callr.simulator import SimulatorServer, cached_export
@@ -135,12 +135,7 @@ def grow(path: Path, calls: int, per_day: int, cli: list[str], env: dict[str, st
 
 def run(command: list[str], env: dict[str, str]) -> dict[str, float]:
     """Run a command to its end: wall seconds and peak RSS (bytes)."""
-    with tempfile.TemporaryFile() as output:
-        measured = run_measured(command, env, stdout=output)
-        if measured.returncode != 0:
-            output.seek(0)
-            tail = output.read().decode(errors="replace")[-3000:]
-            raise RuntimeError(f"{command} failed:\n{tail}")
+    measured, _ = run_checked(command, env)
     return {"wall_s": measured.seconds, "peak_rss_bytes": measured.peak_rss_bytes}
 
 

@@ -57,6 +57,20 @@ def run_measured(
     return Measured(seconds, int(text) if text else 0, finished.returncode)
 
 
+def run_checked(
+    command: list[str], env: dict[str, str], cwd: Path | None = None
+) -> tuple[Measured, str]:
+    """`run_measured` with the output captured: how it ran and what it printed; a RuntimeError
+    with the output's end if it failed."""
+    with tempfile.TemporaryFile() as log:
+        measured = run_measured(command, env, cwd, log)
+        log.seek(0)
+        output = log.read().decode(errors="replace")
+    if measured.returncode != 0:
+        raise RuntimeError(f"{command} failed ({measured.returncode}):\n{output[-3000:]}")
+    return measured, output
+
+
 if __name__ == "__main__":  # a check of the launcher: `python benchmarks/measure.py`
     big = b"x" * (1 << 30)  # this process now holds 1 GiB; the measured child does not
     small = run_measured([sys.executable, "-c", "pass"], dict(os.environ))
