@@ -21,7 +21,6 @@ number's salted hash, never the number.
 
 import datetime as dt
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from cdr_pipeline import marts, merge, privacy, warehouse
+from cdr_pipeline import durable, marts, merge, privacy, warehouse
 from cdr_pipeline.db import transaction
 from cdr_pipeline.raw_erasure import remove_raw_rows
 from cdr_pipeline.receiver.landing import LandingStore
@@ -160,9 +159,8 @@ def _erase_parquet(lake: warehouse.Lake, targets: _Targets) -> tuple[int, int]:
             matched = hit(frame)
             if not matched.any():
                 continue
-            partial = path.with_name(f".{path.name}.erasing")
-            frame.filter(~matched).write_parquet(partial, compression="zstd")
-            os.replace(partial, path)
+            with durable.writing(path) as out:
+                frame.filter(~matched).write_parquet(out, compression="zstd")
             removed[index] += int(matched.sum())
     return removed[0], removed[1]
 

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import polars as pl
 
+from cdr_pipeline import durable
+
 MODES = ("clear", "pseudonymise")
 DEFAULT_MODE = "clear"
 TOKEN_PREFIX = "pn_"
@@ -292,14 +294,7 @@ def erasure_list_path(data_dir: Path) -> Path:
 
 def write_private(path: Path, content: bytes) -> None:
     """Write `content` to `path` (mode 0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    durable.write_bytes(path, content, mode=0o600)
 
 
 def erasure_salt(data_dir: Path, *, create: bool = False) -> bytes | None:

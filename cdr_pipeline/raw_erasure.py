@@ -6,11 +6,10 @@ the loader (`cdr_pipeline.days`) can use it without depending on the receiver.
 
 import csv
 import io
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-from cdr_pipeline import normalize, privacy
+from cdr_pipeline import durable, normalize, privacy
 
 
 def remove_raw_rows(path: Path, match: Callable[[str], bool]) -> int:
@@ -34,7 +33,5 @@ def remove_raw_rows(path: Path, match: Callable[[str], bool]) -> int:
         [records[0], *kept]
     )
     content = ("\ufeff" if raw.startswith(b"\xef\xbb\xbf") else "") + out.getvalue()
-    partial = path.with_name(f".{path.name}.erasing")
-    partial.write_bytes(content.encode("utf-8", errors="surrogateescape"))
-    os.replace(partial, path)
+    durable.write_bytes(path, content.encode("utf-8", errors="surrogateescape"))
     return len(records) - 1 - len(kept)

@@ -10,7 +10,6 @@ SVG (`charts.py`) inlined as a `data:` URI. The same SVGs go to the Dagster UI a
 import base64
 import datetime as dt
 import html
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cdr_pipeline import alerts
+from cdr_pipeline import alerts, durable
 from cdr_pipeline.report.charts import CHART_TITLES, draw_charts
 from cdr_pipeline.report.data import ReportData
 
@@ -33,11 +32,7 @@ class RenderedReport:
 
 def write_report(text: str, path: Path) -> Path:
     """Write the report atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    return durable.write_text(path, text)
 
 
 def render_report(data: ReportData, generated_at: dt.datetime | None = None) -> RenderedReport:
