@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cdr_pipeline_tests.receiver_fixtures import (
+from cdr_pipeline_tests.support.receiver import (
     ReceiverProcess,
     latency_summary,
     send_events,

@@ -15,7 +15,7 @@ from cdr_pipeline.config import Settings
 from cdr_pipeline.defs import runner
 from cdr_pipeline.defs.definitions import build_definitions
 from cdr_pipeline.receiver import auth
-from cdr_pipeline_tests.receiver_fixtures import SECRET, TOKEN, ThreadedReceiver, settings_for
+from cdr_pipeline_tests.support.receiver import SECRET, TOKEN, ThreadedReceiver, settings_for
 
 # A distinctive key, so tests can prove it never leaks into messages, logs or files.
 SIMULATOR_KEY = "sim-test-key-4f8e2b91c7"

@@ -12,7 +12,7 @@ from cdr_pipeline.config import Settings
 from cdr_pipeline.defs.analytics import CHECK_NAMES, DAILY_KPIS_KEY, REPORT_KEY
 from cdr_pipeline.defs.assets import MART_KEYS
 from cdr_pipeline.defs.definitions import DAILY_JOB, build_definitions
-from cdr_pipeline_tests.marts_fixture import DAY, at, call, write_calls
+from cdr_pipeline_tests.support.marts_rows import DAY, at, call, write_calls
 
 LAST_WEEK = DAY - dt.timedelta(days=7)
 

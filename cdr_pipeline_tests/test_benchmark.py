@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
+from cdr_pipeline_tests.support import paths
+
+PROJECT = paths.PROJECT_ROOT
 SCRIPT = PROJECT / "benchmarks" / "run.py"
 CORE_METHODS = ["pipeline", "core", "floor", "duckdb"]
 PROCESS_METHODS = ["e2e", "floor_cli"]

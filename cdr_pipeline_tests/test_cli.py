@@ -1,28 +1,13 @@
 """The `cdr-pipeline` commands as a user runs them: real processes, real files."""
 
 import datetime as dt
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 
 from cdr_pipeline.callr.simulator import SimulatorServer
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
-
-
-def cdr_pipeline(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CDR_", "CALLR_"))}
-    clean.pop("DAGSTER_HOME", None)
-    return subprocess.run(
-        [sys.executable, "-m", "cdr_pipeline.cli", *args],
-        cwd=cwd,
-        env=clean | env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from cdr_pipeline_tests.support.cli import cdr_pipeline
 
 
 def test_demo_loads_days_and_prints_kpis_and_report(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ import duckdb
 
 from cdr_pipeline import warehouse
 from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS
+from cdr_pipeline_tests.support import paths
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = paths.README.read_text()
 
 
 def documented_columns(heading: str) -> dict[str, str]:

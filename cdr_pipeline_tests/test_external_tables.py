@@ -10,7 +10,6 @@ import re
 import shutil
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -18,8 +17,9 @@ import pytest
 from cdr_pipeline.config import Settings
 from cdr_pipeline.external_tables import ENGINES, lake_ddl
 from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS, Column
+from cdr_pipeline_tests.support import paths
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = paths.README.read_text()
 # Where the README's examples point; the test points Spark's at its own lake.
 README_LAKE_URLS = {
     "spark": "/srv/cdr/data",

@@ -14,7 +14,7 @@ from cdr_pipeline import normalize as normalize_module
 from cdr_pipeline import privacy, raw_erasure
 from cdr_pipeline.config import ConfigError, Settings
 from cdr_pipeline.receiver.landing import LandingRecord, LandingStore
-from cdr_pipeline_tests.test_normalize import DAY, csv_text, export, normalize, row
+from cdr_pipeline_tests.support.exports import DAY, csv_text, export, normalize, row
 
 KEY = b"unit-test-privacy-key-5a0c"
 

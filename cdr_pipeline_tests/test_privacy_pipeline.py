@@ -32,8 +32,9 @@ from cdr_pipeline.defs.privacy import RETENTION_JOB
 from cdr_pipeline.receiver import auth
 from cdr_pipeline.receiver.landing import LandingRecord, LandingStore, landing_path
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
-from cdr_pipeline_tests.privacy_search import numbers_found
-from cdr_pipeline_tests.receiver_fixtures import (
+from cdr_pipeline_tests.support.cli import cdr_pipeline
+from cdr_pipeline_tests.support.privacy_search import numbers_found
+from cdr_pipeline_tests.support.receiver import (
     PUSH_URL,
     SECRET,
     TOKEN,
@@ -47,7 +48,6 @@ from cdr_pipeline_tests.receiver_fixtures import (
     signed_headers,
     webhook_event,
 )
-from cdr_pipeline_tests.test_cli import cdr_pipeline
 
 PRIVACY_KEY = "privacy-test-key-7d1f0c93b25e"
 DAYS = (dt.date(2026, 11, 2), dt.date(2026, 11, 3))

@@ -20,7 +20,7 @@ from cdr_pipeline.defs.realtime import RECONCILE_CHECK, RECONCILE_JOB
 from cdr_pipeline.receiver import auth
 from cdr_pipeline.receiver.landing import LandingStore, landing_path
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
-from cdr_pipeline_tests.receiver_fixtures import (
+from cdr_pipeline_tests.support.receiver import (
     PUSH_URL,
     SECRET,
     TOKEN,

@@ -26,7 +26,7 @@ from cdr_pipeline import warehouse
 from cdr_pipeline.callr.simulator import SimulatorServer
 from cdr_pipeline.defs.assets import CALLS_KEY
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
-from cdr_pipeline_tests.dagster_processes import DAGSTER_YAML, make_dagster_home
+from cdr_pipeline_tests.support.dagster_processes import DAGSTER_YAML, make_dagster_home
 
 DAY = dt.date(2026, 6, 3)
 WAIT_LINE = re.compile(r"warehouse \S+ is locked by PID (\d+)")

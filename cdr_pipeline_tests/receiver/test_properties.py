@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from cdr_pipeline.receiver import auth
 from cdr_pipeline.receiver.landing import LandingStore, landing_path
 from cdr_pipeline.schema import SOURCE_FIELDS
-from cdr_pipeline_tests.receiver_fixtures import (
+from cdr_pipeline_tests.support.receiver import (
     PUSH_URL,
     SECRET,
     TOKEN,

@@ -24,7 +24,7 @@ from pathlib import Path
 import boto3
 import httpx
 
-from cdr_pipeline_tests.dagster_processes import free_port
+from cdr_pipeline_tests.support.dagster_processes import free_port
 
 BUCKET = "cdr-lake"
 REGION = "us-east-1"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from cdr_pipeline.receiver import auth
-from cdr_pipeline_tests.receiver_fixtures import (
+from cdr_pipeline_tests.support.receiver import (
     PUSH_URL,
     SECRET,
     TOKEN,

@@ -31,7 +31,14 @@ from cdr_pipeline.config import Settings
 from cdr_pipeline.defs.definitions import build_definitions
 from cdr_pipeline.defs.schedules import partitions_for_tick
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
-from cdr_pipeline_tests.dagster_processes import (
+from cdr_pipeline_tests.support.backfills import (
+    ARTIFACTS,
+    LOCK_ERRORS,
+    expected_calls,
+    launch_backfill,
+    wait_for_backfill,
+)
+from cdr_pipeline_tests.support.dagster_processes import (
     PROJECT_ROOT,
     WORKSPACE_YAML,
     DagsterDev,
@@ -39,14 +46,7 @@ from cdr_pipeline_tests.dagster_processes import (
     free_port,
     simulator_env,
 )
-from cdr_pipeline_tests.postgres_server import PostgresServer, running_postgres
-from cdr_pipeline_tests.test_dagster_ui import (
-    ARTIFACTS,
-    LOCK_ERRORS,
-    expected_calls,
-    launch_backfill,
-    wait_for_backfill,
-)
+from cdr_pipeline_tests.support.postgres_server import PostgresServer, running_postgres
 
 pytestmark = pytest.mark.slow
 

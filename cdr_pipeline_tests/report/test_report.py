@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from cdr_pipeline import report, warehouse
-from cdr_pipeline_tests.dagster_processes import DagsterDev, make_dagster_home
-from cdr_pipeline_tests.marts_fixture import (
+from cdr_pipeline_tests.support import paths
+from cdr_pipeline_tests.support.dagster_processes import DagsterDev, make_dagster_home
+from cdr_pipeline_tests.support.marts_rows import (
     DAY,
     inbound_day,
     outbound_day,
@@ -25,7 +26,7 @@ from cdr_pipeline_tests.marts_fixture import (
     write_month,
 )
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = paths.ARTIFACTS
 # Anything that would make the page fetch something: external scripts, stylesheets, images,
 # fonts, CSS imports.
 REMOTE = re.compile(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cdr_pipeline_tests.receiver_fixtures import (
+from cdr_pipeline_tests.support.receiver import (
     WEBHOOK_URL,
     ReceiverProcess,
     encode,

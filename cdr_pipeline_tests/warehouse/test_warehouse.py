@@ -6,11 +6,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
-import polars as pl
 import pytest
 
 from cdr_pipeline import warehouse
-from cdr_pipeline.schema import CALL_COLUMNS, CALL_SCHEMA, REJECT_SCHEMA
+from cdr_pipeline.schema import CALL_COLUMNS, CALL_SCHEMA
+from cdr_pipeline_tests.support.warehouse import stage
 
 D1, D2, D3 = dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3)
 
@@ -29,37 +29,6 @@ def call(call_id: int, call_date: dt.date, debit: str = "1.5", **overrides: obje
         "source": "export",
     }
     return row | overrides
-
-
-def stage(
-    lake: warehouse.Lake, tmp: Path, partition: dt.date, calls: list[dict], rejects: int = 0
-) -> None:
-    """Write a partition's typed Parquet the way the typed_calls asset does, then publish it."""
-    staging = tmp / f"staging-{partition}"
-    frame = pl.DataFrame(calls, schema=CALL_SCHEMA)
-    staged = []
-    for (day,), part in frame.group_by("call_date"):
-        path = staging / f"call_date={day}" / "0.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part.write_parquet(path)
-        staged.append(path)
-    reject_rows = pl.DataFrame(
-        [
-            {
-                "call_date": partition,
-                "direction": "inbound",
-                "source_row": n + 1,
-                "raw": "{}",
-                "reason": f"bad row {n}",
-                "source": "export",
-            }
-            for n in range(rejects)
-        ],
-        schema=REJECT_SCHEMA,
-    )
-    staging.mkdir(parents=True, exist_ok=True)
-    reject_rows.write_parquet(staging / "rejects.parquet")
-    warehouse.publish_partition(lake, partition, staged, staging / "rejects.parquet")
 
 
 def table(con: duckdb.DuckDBPyConnection, sql: str = "SELECT * FROM calls") -> list[tuple]:

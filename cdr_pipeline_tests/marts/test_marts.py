@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cdr_pipeline import marts, warehouse
-from cdr_pipeline_tests.marts_fixture import (
+from cdr_pipeline_tests.support.marts_rows import (
     DAY,
     at,
     call,

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from cdr_pipeline_tests.dagster_processes import free_port
+from cdr_pipeline_tests.support.dagster_processes import free_port
 
 USER = "dagster"
 DATABASE = "dagster"

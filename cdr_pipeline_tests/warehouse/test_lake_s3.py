@@ -22,12 +22,12 @@ from cdr_pipeline.defs import runner
 from cdr_pipeline.defs.definitions import build_definitions
 from cdr_pipeline.lakestore import LakeError
 from cdr_pipeline.schema import DIRECTIONS
-from cdr_pipeline_tests import test_warehouse as folder_cases
 from cdr_pipeline_tests.conftest import LAKE_DAYS, SIMULATOR_KEY
-from cdr_pipeline_tests.dagster_processes import free_port
-from cdr_pipeline_tests.s3_server import BUCKET, FlakyProxy, S3Server, running_s3
-from cdr_pipeline_tests.test_cli import cdr_pipeline
-from cdr_pipeline_tests.test_pipeline import checksums
+from cdr_pipeline_tests.support.cli import cdr_pipeline
+from cdr_pipeline_tests.support.dagster_processes import free_port
+from cdr_pipeline_tests.support.s3_server import BUCKET, FlakyProxy, S3Server, running_s3
+from cdr_pipeline_tests.support.warehouse import checksums
+from cdr_pipeline_tests.warehouse import test_warehouse as folder_cases
 
 PREFIX = "team/cdr"
 LAKE_URL = f"s3://{BUCKET}/{PREFIX}"

@@ -11,7 +11,8 @@ import pytest
 
 from cdr_pipeline.receiver import auth, envelope
 from cdr_pipeline.receiver.landing import LandingStore, landing_path
-from cdr_pipeline_tests.receiver_fixtures import (
+from cdr_pipeline_tests.support import paths
+from cdr_pipeline_tests.support.receiver import (
     PUSH_URL,
     SECRET,
     WEBHOOK_URL,
@@ -237,7 +238,7 @@ def test_the_documented_signing_recipe_and_sample_are_accepted(
     receiver: ThreadedReceiver, tmp_path: Path
 ):
     # docs/realtime.md signs samples/callr_webhook_event.json with openssl, as Callr signs.
-    project = Path(__file__).resolve().parents[1]
+    project = paths.PROJECT_ROOT
     doc = (project / "docs" / "realtime.md").read_text()
     (recipe,) = [line for line in doc.splitlines() if line.startswith("sig=$(openssl")]
     done = subprocess.run(

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from cdr_pipeline.callr.simulator import SimulatorServer
+from cdr_pipeline_tests.support.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE_YAML = PROJECT_ROOT / "workspace.yaml"
 DAGSTER_YAML = PROJECT_ROOT / "dagster.yaml"
 

@@ -17,7 +17,8 @@ from cdr_pipeline import warehouse
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs.definitions import build_definitions
 from cdr_pipeline.receiver.landing import landing_path
-from cdr_pipeline_tests.receiver_fixtures import (
+from cdr_pipeline_tests.support import paths
+from cdr_pipeline_tests.support.receiver import (
     ReceiverProcess,
     latency_summary,
     send_events,
@@ -25,7 +26,7 @@ from cdr_pipeline_tests.receiver_fixtures import (
     signed_webhook,
 )
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = paths.ARTIFACTS
 FIRST_CALLID = 9_007_199_254_800_000_000  # above 2**53: a float anywhere would show
 
 

@@ -15,8 +15,9 @@ import duckdb
 import pytest
 
 from cdr_pipeline.config import Settings
+from cdr_pipeline_tests.support import paths
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = paths.README.read_text()
 CHECKS = (
     "SELECT count(*) AS n, sum(billing_debit)::VARCHAR AS debit, "
     "count(DISTINCT call_id) AS ids FROM calls"

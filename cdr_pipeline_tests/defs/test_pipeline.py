@@ -19,16 +19,11 @@ from cdr_pipeline.defs import runner
 from cdr_pipeline.defs.definitions import build_definitions
 from cdr_pipeline.schema import DIRECTIONS
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
+from cdr_pipeline_tests.support import paths
+from cdr_pipeline_tests.support.warehouse import checksums
 
 DAYS = [dt.date(2026, 11, 2), dt.date(2026, 11, 3), dt.date(2026, 11, 4)]
-PROJECT = Path(__file__).resolve().parents[1]
-CHECKSUM_SQL = """
-SELECT count(*), md5(string_agg(c::VARCHAR, chr(10) ORDER BY call_id)) FROM calls c
-"""
-REJECTS_SQL = """
-SELECT count(*), md5(string_agg(r::VARCHAR, chr(10) ORDER BY call_date, direction, source_row))
-FROM call_rejects r
-"""
+PROJECT = paths.PROJECT_ROOT
 
 
 def settings_for(tmp_path: Path, base_url: str) -> Settings:
@@ -64,11 +59,6 @@ def materializations(result: dg.ExecuteInProcessResult, key: str) -> list[dg.Ass
         for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey(key)
     ]
-
-
-def checksums(settings: Settings) -> tuple[tuple, tuple]:
-    with warehouse.connect(settings.warehouse, read_only=True) as con:
-        return con.execute(CHECKSUM_SQL).fetchone(), con.execute(REJECTS_SQL).fetchone()
 
 
 def expected_ids(days: list[dt.date], **options: object) -> set[int]:

@@ -13,7 +13,7 @@ from dagster_k8s import K8sRunLauncher
 
 from cdr_pipeline.config import ConfigError
 from cdr_pipeline.defs.instance import PG_DEFAULTS, instance_yaml, prepare_home
-from cdr_pipeline_tests.dagster_processes import DAGSTER_YAML, PROJECT_ROOT
+from cdr_pipeline_tests.support.dagster_processes import DAGSTER_YAML, PROJECT_ROOT
 
 README = (PROJECT_ROOT / "README.md").read_text()
 POSTGRES_YAML = PROJECT_ROOT / "dagster-postgres.yaml"

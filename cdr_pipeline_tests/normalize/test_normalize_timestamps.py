@@ -18,8 +18,7 @@ from cdr_pipeline import realtime
 from cdr_pipeline.config import ConfigError, Settings
 from cdr_pipeline.receiver.landing import LandedEvent
 from cdr_pipeline.schema import SOURCE_FIELDS
-from cdr_pipeline_tests.receiver_fixtures import sample_cdr
-from cdr_pipeline_tests.test_normalize import (
+from cdr_pipeline_tests.support.exports import (
     BASE,
     csv_text,
     export,
@@ -28,6 +27,7 @@ from cdr_pipeline_tests.test_normalize import (
     one_value,
     row,
 )
+from cdr_pipeline_tests.support.receiver import sample_cdr
 
 UTC = dt.UTC
 RECEIVED = dt.datetime(2030, 6, 15, 12, 0, tzinfo=UTC)  # a day no test timestamp falls on

@@ -11,8 +11,8 @@ import pytest
 
 from cdr_pipeline import marts, warehouse
 from cdr_pipeline.schema import CALL_SCHEMA, REJECT_SCHEMA
-from cdr_pipeline_tests.marts_reference import differences
-from cdr_pipeline_tests.test_warehouse import stage
+from cdr_pipeline_tests.support.marts_reference import differences
+from cdr_pipeline_tests.support.warehouse import stage
 
 D1, D2, D3, D4 = (dt.date(2026, 11, d) for d in (1, 2, 3, 4))
 SETTINGS = marts.MartSettings()
