@@ -1,23 +1,10 @@
 """ISO 8601 timestamps as the pipeline types them, as polars expressions (export and real time).
 
-A value is a timestamp when it matches `TS_RE`: `YYYY-MM-DD(T| )hh:mm:ss[.fraction][offset]`,
-offset `Z`, `+hh:mm`, `+hhmm` or `+hh`. Then (README, "Timestamps"):
-
-- with an offset, it is that instant; without one, it is a wall-clock time in the naive zone
-  (`CDR_NAIVE_TIMEZONE`, default UTC). In a zone with clock changes, a time that occurs twice
-  is read as its first occurrence, and a time that never occurs is rejected ("no such local
-  time");
-- fractions beyond microseconds are truncated;
-- second 60 is a leap second only at 23:59:60 UTC (written in any offset: `00:59:60+01:00`);
-  it is stored as 23:59:59.999999 of its UTC day, so it stays on that day and before the next
-  second. Any other second 60 is rejected (chrono, polars' parser, would make it the next
-  minute: `08:14:60` -> `08:15:00`). Leap seconds are not checked against the IERS table;
-- the instant must lie in years 0001-9999 in UTC (Python, Parquet readers and the Dagster
-  metadata cannot hold others), and `started` must also fall on such a date in CDR_TIMEZONE.
-
-`TimestampTyping` gives the helper columns (in stages, each computed once per row), the typed
-value and the failure conditions; `call_dates` runs the same expressions on a few values, so
-the real-time loader files a reject under the day the normaliser would give its call.
+The rules (offsets, the naive zone, leap seconds, years 0001-9999) are specified in
+docs/normalization.md, "Timestamps". `TimestampTyping` gives the helper columns (in stages, each
+computed once per row), the typed value and the failure conditions; `call_dates` runs the same
+expressions on a few values, so the real-time loader files a reject under the day the
+normaliser would give its call.
 """
 
 import datetime as dt
@@ -55,8 +42,8 @@ def _parse(canonical: pl.Expr, naive_timezone: str) -> pl.Expr:
     """The instant of a canonical timestamp text (null when chrono cannot read it)."""
     with_offset = canonical.str.strptime(INSTANT, _WITH_OFFSET, strict=False)
     if naive_timezone == "UTC":
-        # Parsed once with `%#z` (`Z` appended when no offset is given): ~30 % cheaper than
-        # extracting the regex groups and rebuilding the text.
+        # Parsed once with `%#z` (`Z` appended when no offset is given): cheaper than extracting
+        # the regex groups and rebuilding the text (docs/normalization.md, "Streaming").
         text = pl.when(_has_offset(canonical)).then(canonical).otherwise(canonical + pl.lit("Z"))
         return text.str.strptime(INSTANT, _WITH_OFFSET, strict=False)
     naive = (

@@ -34,7 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cdr_pipeline.schema import DIRECTIONS, SOURCE_FIELDS
+from cdr_pipeline.field_names import field_key, source_field
+from cdr_pipeline.schema import DIRECTIONS
 
 # Event types carrying a final CDR: Callr's v2 names and the older ones (docs.callr.com/webhooks).
 ENDED_EVENT_TYPES: frozenset[str] = frozenset(
@@ -131,15 +132,6 @@ def _refuse_surrogate(text: str, path: str) -> None:
     )
 
 
-def field_key(name: str) -> str:
-    """How header names / JSON keys are matched to Callr fields: case, `_`, `-`, spaces ignored
-    (the export reader's rule)."""
-    return re.sub(r"[\s_\-\ufeff]", "", name).lower()
-
-
-_FIELD_KEYS: frozenset[str] = frozenset(field_key(f) for f in SOURCE_FIELDS)
-
-
 def cdr_value(cdr: dict[str, Any], fieldname: str) -> Any:
     """The value of a Callr field in a CDR object, whatever the key's spelling (None if absent)."""
     if fieldname in cdr:
@@ -152,7 +144,7 @@ def cdr_value(cdr: dict[str, Any], fieldname: str) -> Any:
 
 
 def _looks_like_cdr(value: Any) -> bool:
-    return isinstance(value, dict) and any(field_key(k) in _FIELD_KEYS for k in value)
+    return isinstance(value, dict) and any(source_field(k) is not None for k in value)
 
 
 @dataclass(frozen=True)

@@ -817,7 +817,7 @@ def test_rejects_carry_the_raw_record_at_their_source_row(
     # Regression for stage four, which re-reads reject rows from the raw file by source row,
     # by slices of the file or (beyond `_MAX_ROW_RUNS` runs) one filtered scan: each reject's
     # `raw` must be the record at that row, in any of the simulator's dialects.
-    monkeypatch.setattr(normalize_module, "_MAX_ROW_RUNS", max_runs)
+    monkeypatch.setattr(normalize_module.scan, "_MAX_ROW_RUNS", max_runs)
     start, end = day_window(DAY, "UTC")
     files, expected_rejects = [], 0
     for direction in ("inbound", "outbound"):
@@ -846,7 +846,7 @@ def test_rejects_re_read_across_quoted_newlines_blank_lines_and_runs(
     # Records, not lines, are counted: slices of the raw file must land on the same records as
     # the typing pass, after multi-line records, blank lines, CRLF and a BOM. Rejects 2-3 and
     # 7-8 are runs of consecutive rows; 5 is a blank line.
-    monkeypatch.setattr(normalize_module, "_MAX_ROW_RUNS", max_runs)
+    monkeypatch.setattr(normalize_module.scan, "_MAX_ROW_RUNS", max_runs)
     rows = [
         row(callid="1", callerName="two\r\nlines"),
         row(callid="x2"),
