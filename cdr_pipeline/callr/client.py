@@ -34,35 +34,23 @@ from cdr_pipeline.callr.credentials import (
     checked_base_url,
     scrub,
 )
-from cdr_pipeline.callr.errors import (
-    CallrAuthError,
-    CallrError,
-    CallrRequestError,
-    CallrUnavailableError,
-)
+
+# The errors and RetryPolicy are re-exported (`X as X`): callers import them from here too.
+from cdr_pipeline.callr.errors import CallrAuthError as CallrAuthError
+from cdr_pipeline.callr.errors import CallrRequestError as CallrRequestError
+from cdr_pipeline.callr.errors import CallrUnavailableError as CallrUnavailableError
 from cdr_pipeline.callr.responses import decoded_body, server_message
 from cdr_pipeline.callr.retry import (
     DEFAULT_RETRY_POLICY,
-    RetryPolicy,
     Transient,
     backoff_s,
     give_up_reason,
     is_transient_status,
     retry_after_s,
 )
+from cdr_pipeline.callr.retry import RetryPolicy as RetryPolicy
 from cdr_pipeline.config import DEFAULT_BASE_URL, DEFAULT_CALLR_TIMEOUT_S
 from cdr_pipeline.schema import DIRECTIONS
-
-__all__ = [  # the errors and RetryPolicy too, as callers have always imported them from here
-    "EXPORT_PATH",
-    "CallrAuthError",
-    "CallrError",
-    "CallrExportClient",
-    "CallrRequestError",
-    "CallrUnavailableError",
-    "ExportDownload",
-    "RetryPolicy",
-]
 
 logger = logging.getLogger(__name__)
 
