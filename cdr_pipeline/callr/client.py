@@ -37,6 +37,7 @@ from cdr_pipeline.callr.credentials import (
 
 # The errors and RetryPolicy are re-exported (`X as X`): callers import them from here too.
 from cdr_pipeline.callr.errors import CallrAuthError as CallrAuthError
+from cdr_pipeline.callr.errors import CallrError as CallrError
 from cdr_pipeline.callr.errors import CallrRequestError as CallrRequestError
 from cdr_pipeline.callr.errors import CallrUnavailableError as CallrUnavailableError
 from cdr_pipeline.callr.responses import decoded_body, server_message
