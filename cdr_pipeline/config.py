@@ -17,6 +17,12 @@ LAKE_URL_VARIABLE = "CDR_LAKE_URL"  # raw files and Parquet: a folder or s3://bu
 DEFAULT_LATE_DAYS = 2
 DEFAULT_DAYS_PER_RUN = 31  # days a backfill run loads (BackfillPolicy.multi_run)
 DEFAULT_FETCH_CONCURRENCY = 4  # days of a run downloading at once (each: both directions)
+# Callr export requests (cdr_pipeline.callr.retry.RetryPolicy, the client, the Dagster resource).
+DEFAULT_CALLR_MAX_ATTEMPTS = 6  # requests per export at most, the first one included
+DEFAULT_CALLR_BASE_DELAY_S = 0.5  # first backoff bound; it doubles each attempt (full jitter)
+DEFAULT_CALLR_MAX_DELAY_S = 30.0  # one backoff at most (a Retry-After may ask for longer)
+DEFAULT_CALLR_MAX_TOTAL_S = 300.0  # no attempt or wait may end later than this after the first
+DEFAULT_CALLR_TIMEOUT_S = 60.0  # connect, read and write timeout of each request
 # ITU-T E.425 NER: calls ended by user behaviour count as effective (Q.850 17, 18, 19, 21).
 DEFAULT_NER_CAUSES = (17, 18, 19, 21)
 DEFAULT_ALERT_VOLUME_CHANGE = 0.3  # relative change of a day's calls vs the same weekday before
