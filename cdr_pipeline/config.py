@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -233,7 +234,7 @@ def _parse_count(env: dict[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
-def _receiver_settings(env: dict[str, str]) -> dict[str, object]:
+def _receiver_settings(env: dict[str, str]) -> "_ReceiverSettings":
     """The receiver's settings (docs/realtime.md): the webhook format and its overrides, limits."""
     fmt = (env.get("CDR_WEBHOOK_FORMAT") or DEFAULT_WEBHOOK_FORMAT).strip().lower()
     if fmt not in WEBHOOK_FORMATS:
@@ -277,6 +278,19 @@ def _receiver_settings(env: dict[str, str]) -> dict[str, object]:
         ),
         "receiver_request_timeout_s": timeout,
     }
+
+
+class _ReceiverSettings(TypedDict):
+    webhook_format: str
+    webhook_signature_header: str
+    webhook_timestamp_header: str | None
+    webhook_hmac_algorithm: str
+    webhook_tolerance_s: int
+    webhook_require_timestamp: bool
+    receiver_max_body_bytes: int
+    receiver_max_json_depth: int
+    receiver_max_header_bytes: int
+    receiver_request_timeout_s: int
 
 
 def naive_timezone(env: Mapping[str, str] | None = None) -> str:

@@ -35,7 +35,7 @@ def decoded_body(response: httpx.Response) -> Iterator[bytes]:
                 yield inflater.decompress(chunk)
                 chunk = inflater.unused_data if inflater.eof else b""
         yield inflater.flush()
-    except isal_zlib.error as exc:
+    except isal_zlib.error as exc:  # type: ignore[misc]  # isal's stub types `error` as an instance
         raise Transient(f"undecodable body (gzip: {exc})") from None
     if not inflater.eof:
         raise Transient("truncated body (the gzip stream ends early)")

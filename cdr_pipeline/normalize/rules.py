@@ -138,10 +138,12 @@ def _bounded_integer_typing(f: _Field, low: int, high: int, sql: str) -> FieldTy
     part = pl.col(f.part_name)
     parsed = {f.part_name: f.stripped.str.to_integer(dtype=pl.Int64, strict=False)}
     value = pl.when(part.is_between(low, high)).then(part)
-    what = pl.when(~f.raw_stripped.str.contains(_INT_RE)).then(pl.lit("not an integer"))
+    checks = [(~f.raw_stripped.str.contains(_INT_RE), "not an integer")]
     if low == 0:
-        what = what.when(f.raw_stripped.str.starts_with("-")).then(pl.lit("negative"))
-    what = what.otherwise(pl.lit(f"out of {sql} range"))
+        checks.append((f.raw_stripped.str.starts_with("-"), "negative"))
+    what = pl.lit(f"out of {sql} range")
+    for failed, reason in reversed(checks):  # the first failed check names the reason
+        what = pl.when(failed).then(pl.lit(reason)).otherwise(what)
     return FieldTyping((parsed,), value, (f.rule(f.invalid, what),))
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple, TypedDict
 
 import polars as pl
 
@@ -41,12 +41,20 @@ _SCRATCH_SCHEMA: dict[str, pl.DataType] = {
     ERASED: pl.Boolean(),
 }
 
+
+class _SinkOptions(TypedDict, total=False):
+    compression: Literal["zstd", "lz4"]
+    compression_level: int
+    statistics: bool
+    row_group_size: int
+
+
 # Published files: zstd level 1 is as small as polars' default level 3 on CDRs, and faster.
-_PUBLISHED = {"compression": "zstd", "compression_level": 1}
+_PUBLISHED: _SinkOptions = {"compression": "zstd", "compression_level": 1}
 
 # Scratch files are read once, by this process: fast compression, no column statistics, and
 # small row groups, because the Parquet reader prefetches whole row groups (peak memory).
-_SCRATCH = {"compression": "lz4", "statistics": False, "row_group_size": 65_536}
+_SCRATCH: _SinkOptions = {"compression": "lz4", "statistics": False, "row_group_size": 65_536}
 
 # Stages three and four read each scratch file once per branch instead of sharing one read:
 # a shared read lets one branch race ahead while the engine buffers the rows for the other.
@@ -264,7 +272,7 @@ def write_normalized(
         raw_rows=raw_rows,
         typed_rows=summary.rows,
         rejected_rows=pl.scan_parquet(rejects_path).select(pl.len()).collect().item(),
-        duplicate_rows=written.superseded.get_column(IDENTICAL).sum(),
+        duplicate_rows=int(written.superseded.get_column(IDENTICAL).sum()),
         unknown_columns=result.unknown_columns,
         min_started_at=summary.min_started_at,
         max_started_at=summary.max_started_at,

@@ -177,8 +177,11 @@ def _when_started(frame: pl.DataFrame, day_us: int, n: int) -> pl.DataFrame:
 
 def _how_it_ended(frame: pl.DataFrame, direction: str) -> pl.DataFrame:
     """The status, then a Q.850 outcome among that status's, then durations and `_ended_us`."""
-    status = pl.when("night").then(catalog.ANSWERED)
-    status = status.otherwise(choice(pl.col("u_status"), catalog.STATUS_WEIGHTS[direction]))
+    status = (
+        pl.when("night")
+        .then(catalog.ANSWERED)
+        .otherwise(choice(pl.col("u_status"), catalog.STATUS_WEIGHTS[direction]))
+    )
     frame = frame.with_columns(status_i=status)
     outcome = pl.lit(0, dtype=pl.Int64)
     ring = pl.lit(0, dtype=pl.Int64)
@@ -193,8 +196,11 @@ def _how_it_ended(frame: pl.DataFrame, direction: str) -> pl.DataFrame:
     answered = pl.col("status_i") == catalog.ANSWERED
     mean_talk_s = catalog.MEAN_TALK_S[direction]
     usual = 1 + (-(1 - pl.col("u_talk")).log() * mean_talk_s).floor().cast(pl.Int64)
-    talk = pl.when("night").then(1500 + floor(pl.col("u_talk"), 3600))
-    talk = talk.otherwise(pl.min_horizontal(usual, catalog.MAX_TALK_S))
+    talk = (
+        pl.when("night")
+        .then(1500 + floor(pl.col("u_talk"), 3600))
+        .otherwise(pl.min_horizontal(usual, catalog.MAX_TALK_S))
+    )
     increments = catalog.BILLING_INCREMENTS
     increment = pick(
         choice(pl.col("u_incr"), [i.weight for i in increments]),

@@ -5,6 +5,7 @@ import datetime as dt
 import gzip
 import json
 import logging
+import socket
 import sys
 import time
 from http import HTTPStatus
@@ -89,7 +90,9 @@ def _accepts_gzip(header: str) -> bool:
 class QuietServer(ThreadingHTTPServer):
     """A client hanging up early (curl | head, a timed-out test client) is routine here."""
 
-    def handle_error(self, request: object, client_address: tuple) -> None:
+    def handle_error(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: tuple
+    ) -> None:
         error = sys.exc_info()[1]
         if isinstance(error, ConnectionError):
             logger.debug("client %s hung up: %s", client_address, error)

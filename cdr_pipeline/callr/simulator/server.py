@@ -97,7 +97,7 @@ class SimulatorServer:
         if self._httpd is None:
             raise RuntimeError("the simulator is not started")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def request_count(self) -> int:
