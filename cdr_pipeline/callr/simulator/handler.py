@@ -136,28 +136,47 @@ class Handler(BaseHTTPRequestHandler):
     def _answer(
         self, sim: "SimulatorServer", record: ServedRequest, fault: Fault | None, path: str
     ) -> None:
-        kind = fault.kind if fault is not None else None
-        if fault is not None and kind == "slow":
-            time.sleep(fault.seconds)
-        if kind == "drop":
-            self.close_connection = True
+        if fault is not None and self._answered_by_fault(record, fault):
             return
-        if fault is not None and kind == "status":
+        if self._refused(sim, record, fault, path):
+            return
+        self._send_export(sim, record, fault)
+
+    def _answered_by_fault(self, record: ServedRequest, fault: Fault) -> bool:
+        """Apply a fault that acts before the request is read; whether it answered."""
+        if fault.kind == "slow":
+            time.sleep(fault.seconds)
+        if fault.kind == "drop":
+            self.close_connection = True
+            return True
+        if fault.kind == "status":
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             if fault.body is not None:
                 self._send(record, fault.code, fault.body.encode(), "text/plain", headers)
             else:
                 self._error(record, fault.code, HTTPStatus(fault.code).phrase, headers)
-            return
+            return True
+        return False
+
+    def _refused(
+        self, sim: "SimulatorServer", record: ServedRequest, fault: Fault | None, path: str
+    ) -> bool:
+        """Answer a wrong endpoint, method or key with its error; whether it did."""
         if path.rstrip("/") != EXPORT_PATH:
             self._error(record, 404, f"no such endpoint: {path}")
-            return
-        if self.command != "POST":
+        elif self.command != "POST":
             self._error(record, 405, "use POST", {"Allow": "POST"})
-            return
-        if kind == "bad_key" or not sim._authorized(self.headers):
+        elif (fault is not None and fault.kind == "bad_key") or not sim._authorized(self.headers):
             self._error(record, 401, "invalid or missing API key", {"WWW-Authenticate": "Basic"})
-            return
+        else:
+            return False
+        return True
+
+    def _send_export(
+        self, sim: "SimulatorServer", record: ServedRequest, fault: Fault | None
+    ) -> None:
+        """Send the export the query asks for, with a body fault applied if one is set."""
+        kind = fault.kind if fault is not None else None
         gzip_encoded = sim.compress and _accepts_gzip(self.headers.get("accept-encoding", ""))
         try:
             request = export_params(record.query)
@@ -174,10 +193,7 @@ class Handler(BaseHTTPRequestHandler):
             sent = int(size * fault.fraction)
             self.close_connection = True
         if kind == "corrupt":
-            data = bytearray(body if isinstance(body, bytes) else body.read_bytes())
-            middle = len(data) // 2
-            data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
-            body = bytes(data)
+            body = _corrupted(body)
         pace_s = fault.seconds if fault is not None and kind == "slow_body" else 0.0
         self._send(record, 200, body, "text/csv; charset=utf-8", headers, sent=sent, pace_s=pace_s)
 
@@ -248,3 +264,11 @@ def _export_body(
         return cached_export(
             sim.cache_dir, start, end, direction, gzip_encoded=gzip_encoded, **options
         )
+
+
+def _corrupted(body: bytes | Path) -> bytes:
+    """The body with 16 bytes in its middle inverted (a gzip stream no longer decodes)."""
+    data = bytearray(body if isinstance(body, bytes) else body.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    return bytes(data)
