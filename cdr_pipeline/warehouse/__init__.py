@@ -6,6 +6,7 @@ upsert, snapshots.
 - `tables`: the tables' DDL (from `schema`) and their small reads and writes;
 - `load`: a day's or a range's load, in one transaction;
 - `upsert`: a real-time batch's upsert;
+- `reconcile`: real-time rows against the export (re-exported by `cdr_pipeline.realtime`);
 - `snapshot`: the analysts' copy and the compaction after an erasure.
 
 How a load decides which copy of a call is kept, and why loads are idempotent in any order:
