@@ -34,6 +34,7 @@ from cdr_pipeline import durable, marts, merge, privacy, warehouse
 from cdr_pipeline.db import transaction
 from cdr_pipeline.raw_erasure import remove_raw_rows
 from cdr_pipeline.receiver.landing import LandingStore
+from cdr_pipeline.schema import CALLS_TABLE, REALTIME_SEEN_TABLE, REJECTS_TABLE
 
 _PHONE = re.compile(r"\+?[0-9]{3,15}")
 
@@ -178,30 +179,28 @@ def _erase_duckdb(
     params = [stored] * len(privacy.NUMBER_FIELDS)
     rejects = [
         rowid
-        for rowid, raw in con.execute("SELECT rowid, raw FROM call_rejects").fetchall()
+        for rowid, raw in con.execute(f"SELECT rowid, raw FROM {REJECTS_TABLE}").fetchall()
         if targets.in_json(raw)
     ]
     with transaction(con, "erased_calls"):
         con.execute(
             f"CREATE TEMP TABLE erased_calls AS SELECT c.call_id, c.call_date, "
-            f"{merge.end_day('c', settings.timezone)} AS end_day FROM calls c WHERE {where}",
+            f"{merge.end_day('c', settings.timezone)} AS end_day "
+            f"FROM {CALLS_TABLE} c WHERE {where}",
             params,
         )
         marts.mark_pending(con, merge.spanned_days("SELECT call_date, end_day FROM erased_calls"))
         calls = con.execute(
-            "DELETE FROM calls WHERE call_id IN (SELECT call_id FROM erased_calls)"
+            f"DELETE FROM {CALLS_TABLE} WHERE call_id IN (SELECT call_id FROM erased_calls)"
         ).fetchone()[0]
         seen = 0
-        if con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
-            [warehouse.REALTIME_SEEN_TABLE],
-        ).fetchone()[0]:
+        if warehouse.table_exists(con, REALTIME_SEEN_TABLE):
             seen = con.execute(
-                f"DELETE FROM {warehouse.REALTIME_SEEN_TABLE} "
+                f"DELETE FROM {REALTIME_SEEN_TABLE} "
                 "WHERE call_id IN (SELECT call_id FROM erased_calls)"
             ).fetchone()[0]
         if rejects:
-            con.execute("DELETE FROM call_rejects WHERE list_contains(?, rowid)", [rejects])
+            con.execute(f"DELETE FROM {REJECTS_TABLE} WHERE list_contains(?, rowid)", [rejects])
     days = marts.refresh_pending(con, settings)
     return {
         "duckdb calls": int(calls),

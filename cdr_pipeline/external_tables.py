@@ -13,7 +13,8 @@ module's output and a test keeps the two equal.
 
 import textwrap
 
-from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, Column
+from cdr_pipeline.schema import CALL_COLUMNS, CALLS_TABLE, REJECT_COLUMNS, REJECTS_TABLE, Column
+from cdr_pipeline.warehouse.lake import CALLS_PREFIX, REJECTS_PREFIX
 
 ENGINES = ("spark", "trino", "athena")
 PARTITION_COLUMN = "call_date"
@@ -98,14 +99,14 @@ def calls_view(engine: str, view: str, files_table: str) -> str:
 def lake_ddl(engine: str, lake_url: str, schema: str = "cdr") -> str:
     """Every statement an engine needs to read the lake at `lake_url` (the data directory)."""
     root = lake_url.rstrip("/")
-    files = f"{schema}.calls_files"
+    files = f"{schema}.{CALLS_TABLE}_files"
     return "\n\n".join(
         [
             f"CREATE SCHEMA IF NOT EXISTS {schema};",
-            create_table(engine, files, CALL_COLUMNS, f"{root}/parquet/calls"),
+            create_table(engine, files, CALL_COLUMNS, f"{root}/{CALLS_PREFIX}"),
             create_table(
-                engine, f"{schema}.call_rejects", REJECT_COLUMNS, f"{root}/parquet/call_rejects"
+                engine, f"{schema}.{REJECTS_TABLE}", REJECT_COLUMNS, f"{root}/{REJECTS_PREFIX}"
             ),
-            calls_view(engine, f"{schema}.calls", files),
+            calls_view(engine, f"{schema}.{CALLS_TABLE}", files),
         ]
     )

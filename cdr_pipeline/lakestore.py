@@ -4,12 +4,12 @@ Both are obstore stores addressed by the same keys (`raw/<day>/<direction>.csv`,
 `parquet/calls/call_date=<date>/part-<day>.parquet`, ...), so listing, sizing, renaming and
 deleting run the same calls on a laptop and on S3. Two things differ, and only here:
 
-- **Publishing.** A folder lake renames a staged file over its target (atomic on one file
-  system, as before). S3 has no rename: every file of a publish is first uploaded under a
-  temporary key (`staging/<id>/…`), and only once all are up is each copied server-side to its
-  key and the temporary one deleted. A single object appears whole or not at all, so a reader
-  sees a file's old version or its new one; see docs/lake.md for what S3's consistency gives
-  and how a day's set of files is kept coherent.
+- **Publishing.** A folder lake renames a staged file over its target (`durable.replace`:
+  atomic on one file system, and durable). S3 has no rename: every file of a publish is first
+  uploaded under a temporary key (`staging/<id>/…`), and only once all are up is each copied
+  server-side to its key and the temporary one deleted. A single object appears whole or not at
+  all, so a reader sees a file's old version or its new one; see docs/lake.md for what S3's
+  consistency gives and how a day's set of files is kept coherent.
 - **Reading.** A folder's files are read in place; S3 objects are downloaded to a local
   scratch folder first (the DuckDB wheel has no `httpfs`, and it cannot be installed offline),
   only the objects a load names: reading stays proportional to the days loaded.
@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from obstore.store import LocalStore, S3Store
 
+from cdr_pipeline import durable
 from cdr_pipeline.config import LAKE_URL_VARIABLE, s3_location
 
 STAGING = "staging"  # the folder (or key prefix) of files not yet published
@@ -134,16 +135,14 @@ class LakeStore:
     def publish(self, staged: Mapping[str, Path], *, remove: Iterable[str] = ()) -> None:
         """Put local files at their keys, replacing what was there, then delete `remove`.
 
-        A folder lake renames each file over its key (the files must be on the lake's file
-        system). On S3, every file is uploaded under a temporary key first; only when all are
-        up is each renamed (copied server-side, then deleted) to its key, so a failed upload
-        changes nothing a reader sees.
+        A folder lake renames each file over its key, durably (`durable.replace`; the files must
+        be on the lake's file system). On S3, every file is uploaded under a temporary key
+        first; only when all are up is each renamed (copied server-side, then deleted) to its
+        key, so a failed upload changes nothing a reader sees.
         """
         if self.folder is not None:
             for key, path in staged.items():
-                target = self.folder / key
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
+                durable.replace(path, self.folder / key)
         else:
             batch = f"{STAGING}/{uuid.uuid4().hex[:12]}"
             uploaded: list[str] = []

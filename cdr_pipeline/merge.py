@@ -23,7 +23,7 @@ import duckdb
 
 from cdr_pipeline import marts
 from cdr_pipeline.db import TableReads, count, date_literal, execute_measuring, first_row
-from cdr_pipeline.schema import CALL_COLUMNS
+from cdr_pipeline.schema import CALL_COLUMNS, CALLS_TABLE
 
 CALL_NAMES = ", ".join(c.name for c in CALL_COLUMNS)
 # Higher wins; compared as a row value, lexicographically: an export row beats a real-time one;
@@ -151,22 +151,22 @@ def merge(
     mine = f"({owned.condition})" if owned else "false"
     reads = execute_measuring(
         con,
-        "calls",
+        CALLS_TABLE,
         "CREATE OR REPLACE TEMP TABLE matched AS "
         f"SELECT c.rowid AS rid, c.call_id, c.call_date, {ends} AS end_day, "
         f"c.load_partition AS owner, {mine} OR ({replace_when}) AS replaced, "
         f"{mine} AND {RANK.format(t='i')} < {RANK.format(t='c')} AS downgraded "
-        f"FROM calls c JOIN {incoming.relation} ON c.call_id = i.call_id WHERE {where}",
+        f"FROM {CALLS_TABLE} c JOIN {incoming.relation} ON c.call_id = i.call_id WHERE {where}",
         incoming.params,
     )
     if owned is not None:
         reads.add(
             execute_measuring(
                 con,
-                "calls",
+                CALLS_TABLE,
                 "CREATE OR REPLACE TEMP TABLE orphaned AS "
                 f"SELECT c.rowid AS rid, c.call_id, c.call_date, {ends} AS end_day, "
-                f"c.load_partition AS owner FROM calls c "
+                f"c.load_partition AS owner FROM {CALLS_TABLE} c "
                 f"WHERE {where} AND {mine} AND NOT EXISTS "
                 f"(SELECT 1 FROM {incoming.relation} WHERE i.call_id = c.call_id)",
                 incoming.params,
@@ -190,8 +190,8 @@ def merge(
     reads.add(
         execute_measuring(
             con,
-            "calls",
-            f"DELETE FROM calls c WHERE {where} AND c.rowid IN "
+            CALLS_TABLE,
+            f"DELETE FROM {CALLS_TABLE} c WHERE {where} AND c.rowid IN "
             "(SELECT rid FROM matched WHERE replaced UNION ALL SELECT rid FROM orphaned)",
         )
     )
@@ -208,7 +208,7 @@ def merge(
     written = 0
     if incoming.rows:
         written = count(
-            con, f"INSERT INTO calls BY NAME SELECT i.* FROM {survivors}", incoming.params
+            con, f"INSERT INTO {CALLS_TABLE} BY NAME SELECT i.* FROM {survivors}", incoming.params
         )
     marts.note_span(con, incoming.span_days)
     return MergeResult(written, kept, removed, scope, reads)

@@ -24,6 +24,8 @@ import hashlib
 
 import polars as pl
 
+from cdr_pipeline.schema import Q850_SCHEMA
+
 UNKNOWN_CAUSE_NAME = "Unknown cause (not defined by Q.850)"
 UNKNOWN_CLASS = "unknown"
 
@@ -111,12 +113,6 @@ Q850_CAUSES: dict[int, str] = {
     110: "Message with unrecognized parameter, discarded",
     111: "Protocol error, unspecified",
     127: "Interworking, unspecified",
-}
-
-Q850_SCHEMA: dict[str, pl.DataType] = {
-    "cause_code": pl.Int16(),
-    "cause_name": pl.String(),
-    "cause_class": pl.String(),
 }
 
 

@@ -1,30 +1,20 @@
-"""Landed real-time events -> the export's normaliser -> an upsert into `calls`; reconciliation.
+"""Landed real-time events -> the export's normaliser -> an upsert into `calls`.
 
 A batch is every event landed after the warehouse's watermark for the landing store (at most
 `max_events`), loaded in one DuckDB transaction that also advances the watermark, so each
-event is loaded exactly once even if a run dies half-way.
+event is loaded exactly once even if a run dies half-way (docs/realtime.md, "Into the
+warehouse", says what is typed, merged and rejected, and how).
 
-1. Each event's CDR object is read back from its body (numbers as written). Its keys are mapped
-   onto the Callr fields with the export reader's rule (`normalize.header_mapping`), its values
-   rendered as the text a CSV would hold: strings as they are, `true`/`false`, numbers as
-   written, null as empty. A CDR without `direction` takes it from its event type
-   (`v2.call.<direction>.ended`).
-2. Several deliveries of one call (same `callid`) in a batch: the last landed one is the call's
-   latest state and the only one typed; the others are counted as `superseded`.
-3. One CSV per source (webhook, push), header = the Callr fields (+ unknown keys), rows in
-   landing order, goes through `normalize.normalize_exports(..., source=...,
-   required_fields=ROW_KEY_FIELDS)` and `write_normalized` to Parquet, exactly as an export.
-4. Rejects are re-labelled for the real-time world: `source_row` is the landing `seq`, `raw`
-   the request body as received, `call_date` the day of `started` in CDR_TIMEZONE, read by the
-   normaliser's own expressions (`timestamps.call_dates`; the day received if `started` is
-   no timestamp the normaliser keeps), `direction` the CDR's or the event type's (`unknown`
-   if neither says).
-5. `warehouse.upsert_realtime` merges the calls (an export row always wins) and appends the
-   rejects.
-6. In pseudonymise mode (`cdr_pipeline.privacy`) the normaliser pseudonymises the calls, a
-   reject's `raw` is the body with its numbers replaced by their tokens (and the caller's name
-   removed), and once the batch is loaded the landing store's bodies of its events are rewritten
-   the same way: the clear numbers live in the landing store only until their event is loaded.
+1. `prepare_batch` reads each event's CDR back from its body (numbers as written), maps its keys
+   onto the Callr fields with the export reader's rule (`normalize.header_mapping`) and keeps
+   the last landed delivery of each call (the others are `superseded`); a CDR without
+   `direction` takes it from its event type (`v2.call.<direction>.ended`).
+2. `write_batch` writes one CSV per source (webhook, push) and types it with
+   `normalize.normalize_exports(..., required_fields=ROW_KEY_FIELDS)`, exactly as an export;
+   rejects are re-labelled for real time (`source_row` = landing `seq`, `raw` = the body).
+3. `load_landed_events` hands the Parquet to `warehouse.upsert_realtime` (an export row always
+   wins). In pseudonymise mode (`cdr_pipeline.privacy`) the landing store's bodies of the loaded
+   events are then rewritten with tokens: clear numbers live there only until loaded.
 """
 
 import csv
@@ -51,6 +41,18 @@ from cdr_pipeline.schema import (
     ROW_KEY_FIELDS,
     SOURCE_FIELDS,
 )
+from cdr_pipeline.warehouse.reconcile import Reconciliation, reconcile
+
+__all__ = [
+    "DEFAULT_MAX_EVENTS",
+    "RealtimeBatch",
+    "RealtimeResult",
+    "Reconciliation",
+    "load_landed_events",
+    "prepare_batch",
+    "reconcile",
+    "write_batch",
+]
 
 DEFAULT_MAX_EVENTS = 100_000
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -353,74 +355,4 @@ def load_landed_events(
         superseded=batch.superseded,
         unknown_fields=tuple(sorted(batch.unknown_fields)),
         load=stats,
-    )
-
-
-@dataclass(frozen=True)
-class Reconciliation:
-    """Real-time deliveries against the export, for call days up to `through_day`."""
-
-    through_day: dt.date
-    realtime_missing_from_export: int
-    export_missing_from_realtime: int
-    realtime_examples: list[tuple[int, dt.date]]
-    export_examples: list[tuple[int, dt.date]]
-    days_without_export: list[dt.date]
-    first_realtime_day: dt.date | None
-
-    @property
-    def passed(self) -> bool:
-        return not (self.realtime_missing_from_export or self.export_missing_from_realtime)
-
-
-def reconcile(
-    con: duckdb.DuckDBPyConnection, through_day: dt.date, *, examples: int = 10
-) -> Reconciliation:
-    """Calls seen in real time that no export confirmed, and export calls (from the first day
-    real time was used) that never arrived in real time, for call days up to `through_day`."""
-    seen = warehouse.REALTIME_SEEN_TABLE
-    tables = {
-        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-    }
-    if not {seen, warehouse.CALLS_TABLE} <= tables:  # nothing loaded in real time yet
-        return Reconciliation(through_day, 0, 0, [], [], [], None)
-    first_day = con.execute(f"SELECT min(call_date) FROM {seen}").fetchone()[0]
-    missing_sql = (
-        f"FROM {seen} s WHERE s.call_date <= ? AND NOT EXISTS "
-        "(SELECT 1 FROM calls c WHERE c.call_id = s.call_id AND c.source = 'export')"
-    )
-    unseen_sql = (
-        "FROM calls c WHERE c.source = 'export' AND c.call_date BETWEEN ? AND ? AND NOT EXISTS "
-        f"(SELECT 1 FROM {seen} s WHERE s.call_id = c.call_id)"
-    )
-    day = through_day.isoformat()
-    missing = con.execute(f"SELECT count(*) {missing_sql}", [day]).fetchone()[0]
-    missing_examples = con.execute(
-        f"SELECT s.call_id, s.call_date {missing_sql} ORDER BY 2, 1 LIMIT ?", [day, examples]
-    ).fetchall()
-    unseen = unseen_examples = None
-    if first_day is not None and first_day <= through_day:
-        params = [first_day.isoformat(), day]
-        unseen = con.execute(f"SELECT count(*) {unseen_sql}", params).fetchone()[0]
-        unseen_examples = con.execute(
-            f"SELECT c.call_id, c.call_date {unseen_sql} ORDER BY 2, 1 LIMIT ?",
-            [*params, examples],
-        ).fetchall()
-    days_without_export = [
-        r[0]
-        for r in con.execute(
-            f"SELECT DISTINCT s.call_date FROM {seen} s WHERE s.call_date <= ? AND NOT EXISTS "
-            "(SELECT 1 FROM calls c WHERE c.call_date = s.call_date AND c.source = 'export') "
-            "ORDER BY 1",
-            [day],
-        ).fetchall()
-    ]
-    return Reconciliation(
-        through_day=through_day,
-        realtime_missing_from_export=int(missing),
-        export_missing_from_realtime=int(unseen or 0),
-        realtime_examples=[(int(a), b) for a, b in missing_examples],
-        export_examples=[(int(a), b) for a, b in unseen_examples or []],
-        days_without_export=days_without_export,
-        first_realtime_day=first_day,
     )

@@ -23,6 +23,7 @@ from cdr_pipeline import marts, warehouse
 from cdr_pipeline.config import check_timezone
 from cdr_pipeline.db import count, date_literal, transaction
 from cdr_pipeline.receiver.landing import LandingStore
+from cdr_pipeline.schema import CALLS_TABLE, LOADS_TABLE, REALTIME_SEEN_TABLE, REJECTS_TABLE
 from cdr_pipeline.warehouse import Lake
 
 
@@ -83,18 +84,16 @@ def apply_calls_retention(
     warehouse.ensure_realtime_schema(con)
     before = f"call_date < {date_literal(first_day_kept)}"
     tables = (
-        warehouse.CALLS_TABLE,
-        warehouse.REJECTS_TABLE,
-        warehouse.REALTIME_SEEN_TABLE,
+        CALLS_TABLE,
+        REJECTS_TABLE,
+        REALTIME_SEEN_TABLE,
         *marts.MART_TABLES,
     )
     with transaction(con):
         for table in tables:
             report.rows[table] = count(con, f"SELECT count(*) FROM {table} WHERE {before}")
             con.execute(f"DELETE FROM {table} WHERE {before}")
-        con.execute(
-            f"DELETE FROM {warehouse.LOADS_TABLE} WHERE partition < {date_literal(first_day_kept)}"
-        )
+        con.execute(f"DELETE FROM {LOADS_TABLE} WHERE partition < {date_literal(first_day_kept)}")
     for folder in (lake.calls_dir, lake.rejects_dir):
         for day_dir in sorted(folder.glob("call_date=*")):
             try:

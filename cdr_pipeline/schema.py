@@ -1,7 +1,7 @@
-"""The one schema definition: CDR source fields, warehouse columns and their types.
+"""The one schema definition: CDR source fields, the warehouse's tables, their columns and types.
 
 The normaliser, the DuckDB DDL, the Dagster column schema, the docs and the tests all read the
-tables below, so a column is added or renamed here and nowhere else.
+tables below, so a table or a column is added or renamed here and nowhere else.
 """
 
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ MONEY_SCALE = 6
 
 @dataclass(frozen=True)
 class Column:
-    """One column of the typed `calls` table."""
+    """One column of a warehouse table."""
 
     name: str
     polars_type: pl.DataType
@@ -22,11 +22,21 @@ class Column:
     description: str
     source_field: str | None = None  # the Callr CDR field (CSV header / JSON key); None = derived
     nullable: bool = True
+    primary_key: bool = False
 
     @property
     def duckdb_ddl(self) -> str:
+        if self.primary_key:
+            return f"{self.name} {self.duckdb_type} PRIMARY KEY"
         return f"{self.name} {self.duckdb_type}{'' if self.nullable else ' NOT NULL'}"
 
+
+CALLS_TABLE = "calls"
+REJECTS_TABLE = "call_rejects"
+Q850_TABLE = "q850_causes"
+LOADS_TABLE = "partition_loads"  # one row per daily partition loaded: when, and what it held
+REALTIME_WATERMARK_TABLE = "realtime_watermark"
+REALTIME_SEEN_TABLE = "realtime_calls_seen"
 
 _TS = pl.Datetime("us", "UTC")
 _MONEY = pl.Decimal(MONEY_PRECISION, MONEY_SCALE)
@@ -153,7 +163,7 @@ CALL_COLUMNS: tuple[Column, ...] = (
 
 CALL_SCHEMA: dict[str, pl.DataType] = {c.name: c.polars_type for c in CALL_COLUMNS}
 
-# Columns only the warehouse table has: lineage the idempotent load needs (see warehouse.py).
+# Columns only the warehouse table has: lineage the idempotent load needs (see `warehouse`).
 WAREHOUSE_COLUMNS: tuple[Column, ...] = (
     Column(
         "load_partition",
@@ -197,7 +207,49 @@ REJECT_COLUMNS: tuple[Column, ...] = (
 REJECT_SCHEMA: dict[str, pl.DataType] = {c.name: c.polars_type for c in REJECT_COLUMNS}
 
 
-def ddl(table: str, columns: tuple[Column, ...]) -> str:
-    """`CREATE TABLE IF NOT EXISTS` for one of the tables above."""
-    body = ",\n    ".join(c.duckdb_ddl for c in columns)
+Q850_COLUMNS: tuple[Column, ...] = (
+    Column("cause_code", pl.Int16(), "SMALLINT", "ITU-T Q.850 cause value", None, False, True),
+    Column("cause_name", pl.String(), "VARCHAR", "the standard's name", None, False),
+    Column("cause_class", pl.String(), "VARCHAR", "the class, from the class bits", None, False),
+)
+Q850_SCHEMA: dict[str, pl.DataType] = {c.name: c.polars_type for c in Q850_COLUMNS}
+
+LOAD_COLUMNS: tuple[Column, ...] = (
+    Column("partition", pl.Date(), "DATE", "the daily partition loaded", None, False, True),
+    Column("loaded_at", _TS, "TIMESTAMPTZ", "when its last load committed", None, False),
+    Column("incoming_calls", pl.Int64(), "BIGINT", "calls its Parquet held", None, False),
+    Column("calls_written", pl.Int64(), "BIGINT", "of those, rows that won", None, False),
+    Column("rejects", pl.Int64(), "BIGINT", "rejected rows", None, False),
+)
+
+# Real-time bookkeeping: per landing store, the highest event `seq` loaded; and every call a
+# real-time delivery typed (the export may replace its row in `calls` later).
+REALTIME_WATERMARK_COLUMNS: tuple[Column, ...] = (
+    Column("landing_store_id", pl.String(), "VARCHAR", "landing store", None, False, True),
+    Column("through_seq", pl.Int64(), "BIGINT", "highest event seq loaded", None, False),
+    Column("loaded_at", _TS, "TIMESTAMPTZ", "when it was loaded", None, False),
+)
+REALTIME_SEEN_COLUMNS: tuple[Column, ...] = (
+    Column("call_id", pl.Int64(), "BIGINT", "Callr `callid`", None, False, True),
+    Column("call_date", pl.Date(), "DATE", "the call's day", None, False),
+    Column("direction", pl.String(), "VARCHAR", "`inbound` or `outbound`", None, False),
+    Column("source", pl.String(), "VARCHAR", "`webhook` / `push`", None, False),
+    Column("first_loaded_at", _TS, "TIMESTAMPTZ", "first real-time load", None, False),
+    Column("last_loaded_at", _TS, "TIMESTAMPTZ", "latest real-time load", None, False),
+)
+
+# Every warehouse table this module defines, by name (the KPI marts are defined in `marts`).
+TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {
+    CALLS_TABLE: CALL_COLUMNS + WAREHOUSE_COLUMNS,
+    REJECTS_TABLE: REJECT_COLUMNS,
+    Q850_TABLE: Q850_COLUMNS,
+    LOADS_TABLE: LOAD_COLUMNS,
+    REALTIME_WATERMARK_TABLE: REALTIME_WATERMARK_COLUMNS,
+    REALTIME_SEEN_TABLE: REALTIME_SEEN_COLUMNS,
+}
+
+
+def ddl(table: str, columns: tuple[Column, ...] | None = None) -> str:
+    """`CREATE TABLE IF NOT EXISTS` for one of the tables above (its columns by default)."""
+    body = ",\n    ".join(c.duckdb_ddl for c in columns or TABLE_COLUMNS[table])
     return f"CREATE TABLE IF NOT EXISTS {table} (\n    {body}\n)"

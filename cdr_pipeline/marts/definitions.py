@@ -16,7 +16,9 @@ import datetime as dt
 import hashlib
 
 from cdr_pipeline.db import date_literal
+from cdr_pipeline.schema import CALLS_TABLE
 
+SETTINGS_TABLE = "analytics_settings"  # the one-row settings the marts were computed with
 MART_TABLES: tuple[str, ...] = (
     "daily_kpis",
     "hourly_traffic",
@@ -41,7 +43,10 @@ _KPI_AGGREGATES = """
         THEN (sum(c.billing_debit) * 60 / sum(c.duration_billed_s))::DECIMAL(18, 6)
     END AS cost_per_billed_minute"""
 
-_DAYS = "FROM calls c CROSS JOIN analytics_settings s WHERE c.call_date BETWEEN {lo} AND {hi}"
+_DAYS = (
+    f"FROM {CALLS_TABLE} c CROSS JOIN {SETTINGS_TABLE} s "
+    "WHERE c.call_date BETWEEN {lo} AND {hi}"
+)
 
 # Concurrency only rises when a call starts, so a day's peak is the highest number of calls in
 # progress just after one of that day's calls started. The running sum starts {span} days before
@@ -59,7 +64,7 @@ WITH
     intervals AS (
         SELECT c.call_date, c.direction = 'inbound' AS inbound, epoch_us(c.started_at) AS s,
                epoch_us(coalesce(c.ended_at, c.started_at + to_seconds(c.duration_total_s))) AS e
-        FROM calls c WHERE c.call_date BETWEEN {{reach}} AND {{hi}}
+        FROM {CALLS_TABLE} c WHERE c.call_date BETWEEN {{reach}} AND {{hi}}
     ),
     events AS (
         SELECT inbound, s * 2 + 1 AS k, 1 AS delta, call_date AS start_day

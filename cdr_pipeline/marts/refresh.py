@@ -2,7 +2,7 @@
 
 - A load that changes `calls` records the call days whose figures it may change in
   `mart_pending_days` (in its own transaction, so a change is never forgotten); see
-  `warehouse.merge`.
+  `merge`.
 - `refresh_pending` recomputes exactly those days, in one transaction, and empties the list:
   each day's rows are deleted and computed again from that day's calls (and, for the peak
   concurrency, the calls still in progress from the days before).
@@ -21,11 +21,17 @@ import duckdb
 from cdr_pipeline.config import DEFAULT_NER_CAUSES, DEFAULT_TIMEZONE
 from cdr_pipeline.dayranges import consecutive_ranges
 from cdr_pipeline.db import count, date_literal, first_row, transaction
-from cdr_pipeline.marts.definitions import DEFINITION_VERSION, MART_TABLES, mart_ddl, mart_select
+from cdr_pipeline.marts.definitions import (
+    DEFINITION_VERSION,
+    MART_TABLES,
+    SETTINGS_TABLE,
+    mart_ddl,
+    mart_select,
+)
+from cdr_pipeline.schema import CALLS_TABLE
 
 log = logging.getLogger(__name__)
 
-SETTINGS_TABLE = "analytics_settings"
 PENDING_TABLE = "mart_pending_days"
 # Days computed by one query: bounds the rows a query reads when many days are pending.
 MAX_DAYS_PER_QUERY = 31
@@ -92,7 +98,7 @@ def ensure_marts(con: duckdb.DuckDBPyConnection) -> None:
     if views:
         log.warning("marts %s were views: now tables, to be computed again", sorted(views))
         con.execute(
-            f"INSERT INTO {PENDING_TABLE} SELECT DISTINCT call_date FROM calls "
+            f"INSERT INTO {PENDING_TABLE} SELECT DISTINCT call_date FROM {CALLS_TABLE} "
             "ON CONFLICT DO NOTHING"
         )
 
@@ -194,7 +200,7 @@ def _calls_per_day(con: duckdb.DuckDBPyConnection, days: Sequence[dt.date]) -> d
     for first, last in consecutive_ranges(days, MAX_DAYS_PER_QUERY):
         sizes |= dict(
             con.execute(
-                "SELECT call_date, count(*) FROM calls WHERE call_date BETWEEN "
+                f"SELECT call_date, count(*) FROM {CALLS_TABLE} WHERE call_date BETWEEN "
                 f"{date_literal(first)} AND {date_literal(last)} GROUP BY 1"
             ).fetchall()
         )
@@ -210,10 +216,12 @@ def rebuild_marts(con: duckdb.DuckDBPyConnection, settings: MartSettings) -> int
         con.execute(
             f"UPDATE {SETTINGS_TABLE} SET span_days = (SELECT greatest(coalesce(max(datediff("
             f"'day', c.call_date, timezone(s.timezone, {CALL_END})::DATE)), 1), 1) "
-            f"FROM calls c CROSS JOIN {SETTINGS_TABLE} s)"
+            f"FROM {CALLS_TABLE} c CROSS JOIN {SETTINGS_TABLE} s)"
         )
         sizes = dict(
-            con.execute("SELECT call_date, count(*) FROM calls GROUP BY 1 ORDER BY 1").fetchall()
+            con.execute(
+                f"SELECT call_date, count(*) FROM {CALLS_TABLE} GROUP BY 1 ORDER BY 1"
+            ).fetchall()
         )
         span = span_days(con)
         for first, last in _by_size(sizes):
