@@ -55,7 +55,9 @@ def refusal(day: dt.date, first_day_kept: dt.date) -> str:
 
 def check_days(days: Iterable[dt.date], first_day_kept: dt.date | None) -> None:
     """Raise RetentionError if one of `days` is before the calls' horizon."""
-    old = sorted(d for d in days if first_day_kept is not None and d < first_day_kept)
+    if first_day_kept is None:
+        return
+    old = sorted(d for d in days if d < first_day_kept)
     if old:
         raise RetentionError(refusal(old[0], first_day_kept) + f" ({len(old)} day(s) refused)")
 
@@ -223,13 +225,8 @@ def land_days(
         CallrError: the first day's fetch failed: the key, the URL or the API itself is wrong,
             so no other day is tried.
     """
-    days = set(days)
     result = LandingResult()
-    for day in sorted(days):
-        if first_day_kept is not None and day < first_day_kept:
-            result.failures[day] = refusal(day, first_day_kept)
-            on_day(day, result.failures[day])
-    ordered = sorted(days - set(result.failures))
+    ordered = _kept_days(set(days), first_day_kept, result, on_day)
     if not ordered:
         return result
     lake.store.check()  # an unusable lake fails the range at once, like a rejected key
@@ -250,19 +247,48 @@ def land_days(
     if client is None:
         for day in ordered:
             finish(day, None)
-        return result
+    else:
+        _fetch_days(client, lake, ordered, timezone, concurrency, finish)
+    return result
+
+
+def _kept_days(
+    days: set[dt.date],
+    first_day_kept: dt.date | None,
+    result: LandingResult,
+    on_day: Callable[[dt.date, str | None], None],
+) -> list[dt.date]:
+    """`days` in order, but those before `first_day_kept`: these fail at once, saying why."""
+    if first_day_kept is None:
+        return sorted(days)
+    for day in sorted(d for d in days if d < first_day_kept):
+        result.failures[day] = refusal(day, first_day_kept)
+        on_day(day, result.failures[day])
+    return sorted(d for d in days if d >= first_day_kept)
+
+
+def _fetch_days(
+    client: CallrExportClient,
+    lake: warehouse.Lake,
+    ordered: list[dt.date],
+    timezone: str,
+    concurrency: int,
+    finish: Callable[[dt.date, Future], None],
+) -> None:
+    """Fetch the first day alone (a wrong key, URL or lake stops there), then the others
+    concurrently; `finish` each day as its fetch completes, in day order among those done."""
     with ThreadPoolExecutor(max(concurrency, 1), thread_name_prefix="callr-day") as pool:
         first = pool.submit(fetch_day, client, lake, ordered[0], timezone)
         wait([first])
-        if isinstance(first.exception(), CallrAuthError | CallrRequestError | LakeError):
-            raise first.exception()  # the key, a URL, the lake: every day would fail the same way
+        error = first.exception()
+        if isinstance(error, CallrAuthError | CallrRequestError | LakeError):
+            raise error  # the key, a URL, the lake: every day would fail the same way
         pending = {pool.submit(fetch_day, client, lake, d, timezone): d for d in ordered[1:]}
         finish(ordered[0], first)
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in sorted(done, key=pending.__getitem__):
                 finish(pending.pop(future), future)
-    return result
 
 
 def load_batches(
