@@ -135,10 +135,8 @@ class LandingStore:
     def append(self, records: Sequence[LandingRecord]) -> list[Stored]:
         """Store `records` in one transaction (one fsync); a known `dedup_key` is not stored
         again and reports the first delivery's `seq`."""
-        con = self._con
         outcomes: list[Stored] = []
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate() as con:
             for record in records:
                 cursor = con.execute(
                     f"INSERT OR IGNORE INTO events ({', '.join(_COLUMNS)}) "
@@ -152,25 +150,15 @@ class LandingStore:
                         "SELECT seq FROM events WHERE dedup_key = ?", (record.dedup_key,)
                     ).fetchone()
                     outcomes.append(Stored(int(seq), True))
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
         return outcomes
 
     def probe(self) -> None:
         """Write and fsync a tiny transaction: raises if nothing can be stored now."""
-        con = self._con
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._immediate() as con:
             con.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('last_probe', ?)",
                 (dt.datetime.now(dt.UTC).isoformat(),),
             )
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
 
     def replace_bodies(self, bodies: Mapping[int, str]) -> int:
         """Rewrite the bodies of events by `seq` (pseudonymisation), then purge the old text."""
