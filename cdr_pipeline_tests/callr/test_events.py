@@ -2,21 +2,15 @@
 
 import pytest
 
-from cdr_pipeline.callr.events import (
-    JsonNumber,
-    PayloadError,
-    cdr_at,
-    cdr_value,
-    direction_of,
-    parse_json,
-    read_delivery,
-)
+from cdr_pipeline.callr import events
 
 
 def test_numbers_keep_the_text_they_were_written_as():
-    document = parse_json(b'{"billingDebit": 12.50, "callid": 1234567890123456789}', max_depth=4)
+    document = events.parse_json(
+        b'{"billingDebit": 12.50, "callid": 1234567890123456789}', max_depth=4
+    )
     assert document == {"billingDebit": "12.50", "callid": "1234567890123456789"}
-    assert isinstance(document["billingDebit"], JsonNumber)
+    assert isinstance(document["billingDebit"], events.JsonNumber)
 
 
 @pytest.mark.parametrize(
@@ -30,8 +24,8 @@ def test_numbers_keep_the_text_they_were_written_as():
     ],
 )
 def test_bad_bodies_are_refused_with_400_naming_the_fault(body: bytes, reason: str):
-    with pytest.raises(PayloadError) as refused:
-        parse_json(body, max_depth=2)
+    with pytest.raises(events.PayloadError) as refused:
+        events.parse_json(body, max_depth=2)
     assert refused.value.status == 400
     assert reason in refused.value.reason
 
@@ -47,16 +41,16 @@ def test_bad_bodies_are_refused_with_400_naming_the_fault(body: bytes, reason: s
     ],
 )
 def test_each_envelope_gives_the_path_to_its_cdr(document: dict, path: str):
-    delivery = read_delivery(document, source="webhook")
+    delivery = events.read_delivery(document, source="webhook")
     assert delivery.cdr_path == path
-    assert cdr_at(document, path) is delivery.cdr
-    assert cdr_value(delivery.cdr or {}, "callid") == "1"
+    assert events.cdr_at(document, path) is delivery.cdr
+    assert events.cdr_value(delivery.cdr or {}, "callid") == "1"
 
 
 def test_event_types_without_a_final_cdr_store_nothing_on_the_webhook_only():
     started = {"type": "v2.call.inbound.started", "id": "e1", "payload": {"callid": "1"}}
-    assert not read_delivery(started, source="webhook").stores_call
-    pushed = read_delivery(started, source="push")
+    assert not events.read_delivery(started, source="webhook").stores_call
+    pushed = events.read_delivery(started, source="push")
     assert pushed.stores_call and pushed.event_type is None
 
 
@@ -69,14 +63,14 @@ def test_event_types_without_a_final_cdr_store_nothing_on_the_webhook_only():
     ],
 )
 def test_bodies_without_a_cdr_are_refused_with_422(document: object, reason: str):
-    with pytest.raises(PayloadError) as refused:
-        read_delivery(document, source="push")
+    with pytest.raises(events.PayloadError) as refused:
+        events.read_delivery(document, source="push")
     assert refused.value.status == 422
     assert reason in refused.value.reason
 
 
 def test_field_names_and_directions_follow_callr_spellings():
-    assert cdr_value({"CallId": "7"}, "callid") == "7"
-    assert direction_of("V2.Call.Outbound.Ended") == "outbound"
-    assert direction_of("call.inbound_hangup") == "inbound"
-    assert direction_of("sms.mo") is None
+    assert events.cdr_value({"CallId": "7"}, "callid") == "7"
+    assert events.direction_of("V2.Call.Outbound.Ended") == "outbound"
+    assert events.direction_of("call.inbound_hangup") == "inbound"
+    assert events.direction_of("sms.mo") is None
