@@ -14,7 +14,7 @@ A request is checked in this order, and the first failure answers (nothing is st
 2. authentication (see `auth`) -> 401;
 3. `Content-Type` must be `application/json` (or `+json`), charset UTF-8 if given -> 415;
 4. UTF-8, JSON syntax, nesting depth (`CDR_RECEIVER_MAX_JSON_DEPTH`), no lone surrogate -> 400;
-5. the envelope (see `envelope`): not an object or no CDR -> 422.
+5. the envelope (see `cdr_pipeline.callr.events`): not an object or no CDR -> 422.
 
 Then the delivery is handed to the landing writer and the handler waits for its commit:
 200 `{"status": "stored", "seq": N}` (or `"duplicate"` for a redelivery, with the first `seq`),
@@ -40,9 +40,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from cdr_pipeline.callr.events import Delivery, PayloadError, cdr_value, parse_json, read_delivery
 from cdr_pipeline.config import Settings
-from cdr_pipeline.receiver import auth, envelope
-from cdr_pipeline.receiver.landing import LandingRecord, LandingWriter, landing_path
+from cdr_pipeline.landing import LandingRecord, landing_path
+from cdr_pipeline.receiver import auth
+from cdr_pipeline.receiver.landing import LandingWriter
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +106,37 @@ def create_app(settings: Settings, credentials: auth.Credentials | None = None) 
 
 def create_app_from_config(config: ReceiverConfig) -> Starlette:
     """The receiver app for a resolved `ReceiverConfig` (its writer is `app.state.writer`)."""
-    counters = _Counters()
+    endpoints = _Endpoints(config)
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, endpoints.webhook, methods=["POST"]),
+            Route(PUSH_PATH, endpoints.push, methods=["POST"]),
+            Route(HEALTH_PATH, endpoints.healthz, methods=["GET"]),
+        ],
+        lifespan=endpoints.lifespan,
+    )
+
+
+class _Refused(Exception):
+    """A request refused at one of its checks: the status, reason and headers to answer."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+class _Endpoints:
+    """The app's lifespan and handlers, sharing one config and one set of counters."""
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.config = config
+        self.counters = _Counters()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        config = self.config
         writer = LandingWriter(config.store_path)
         app.state.writer = writer
         log.info(
@@ -121,13 +150,13 @@ def create_app_from_config(config: ReceiverConfig) -> Starlette:
         finally:
             writer.close()
 
-    async def webhook(request: Request) -> JSONResponse:
-        return await _receive(request, "webhook")
+    async def webhook(self, request: Request) -> JSONResponse:
+        return await self.receive(request, "webhook")
 
-    async def push(request: Request) -> JSONResponse:
-        return await _receive(request, "push")
+    async def push(self, request: Request) -> JSONResponse:
+        return await self.receive(request, "push")
 
-    async def healthz(request: Request) -> JSONResponse:
+    async def healthz(self, request: Request) -> JSONResponse:
         writer: LandingWriter | None = getattr(request.app.state, "writer", None)
         if writer is None:
             return JSONResponse({"status": "starting"}, status_code=503)
@@ -139,41 +168,67 @@ def create_app_from_config(config: ReceiverConfig) -> Starlette:
         document: dict[str, Any] = {"status": "failing" if error else "ok"}
         if error:
             document["reason"] = f"the landing store cannot be written: {error}"
-        document["counters"] = dict(sorted(counters.items()))
+        document["counters"] = dict(sorted(self.counters.items()))
         return JSONResponse(document, status_code=503 if error else 200)
 
-    async def _receive(request: Request, source: str) -> JSONResponse:
+    async def receive(self, request: Request, source: str) -> JSONResponse:
+        """Check a delivery in the module docstring's order; land it, or answer the refusal."""
         peer = request.client.host if request.client else "?"
         try:
-            async with asyncio.timeout(config.body_timeout_s):
-                body = await _read_body(request, config.max_body_bytes)
-        except _TooLarge:
-            limit = f"{config.max_body_bytes} bytes (CDR_RECEIVER_MAX_BODY_BYTES)"
-            return _refuse(counters, source, peer, 413, f"body larger than {limit}", _CLOSE)
-        except TimeoutError:
-            limit = f"{config.body_timeout_s:g} s (CDR_RECEIVER_REQUEST_TIMEOUT_S)"
-            return _refuse(counters, source, peer, 408, f"body not received within {limit}", _CLOSE)
-        try:
-            method = auth.authenticate(
-                source, body, request.headers, config.credentials, config.policy
+            body = await self._body(request)
+            method = self._authenticate(request, source, body)
+            delivery = self._delivery(request, source, body)
+        except _Refused as refused:
+            return _refuse(
+                self.counters, source, peer, refused.status, refused.reason, refused.headers
             )
-        except auth.AuthError as error:
-            return _refuse(counters, source, peer, 401, str(error))
-        content_type_error = _check_content_type(request.headers.get("content-type"))
-        if content_type_error:
-            return _refuse(counters, source, peer, 415, content_type_error)
-        try:
-            document = envelope.parse_json(body, max_depth=config.max_json_depth)
-            delivery = envelope.read_delivery(document, source=source)
-        except envelope.PayloadError as error:
-            return _refuse(counters, source, peer, error.status, error.reason)
         if not delivery.stores_call:
-            counters.ignored(source, delivery.event_type)
+            self.counters.ignored(source, delivery.event_type)
             shown = (delivery.event_type or "")[:MAX_TYPE_CHARS]
             return JSONResponse(
                 {"status": "ignored", "reason": f"event type {shown!r} carries no final CDR"}
             )
-        record = _record(source, delivery, body)
+        return await self._land(request, source, peer, method, _record(source, delivery, body))
+
+    async def _body(self, request: Request) -> bytes:
+        """The body, within the size and time limits (413 / 408, closing the connection)."""
+        config = self.config
+        try:
+            async with asyncio.timeout(config.body_timeout_s):
+                return await _read_body(request, config.max_body_bytes)
+        except _TooLarge:
+            limit = f"{config.max_body_bytes} bytes (CDR_RECEIVER_MAX_BODY_BYTES)"
+            raise _Refused(413, f"body larger than {limit}", _CLOSE) from None
+        except TimeoutError:
+            limit = f"{config.body_timeout_s:g} s (CDR_RECEIVER_REQUEST_TIMEOUT_S)"
+            raise _Refused(408, f"body not received within {limit}", _CLOSE) from None
+
+    def _authenticate(self, request: Request, source: str, body: bytes) -> str:
+        """The authentication method that accepted the request (401 otherwise)."""
+        config = self.config
+        try:
+            return auth.authenticate(
+                source, body, request.headers, config.credentials, config.policy
+            )
+        except auth.AuthError as error:
+            raise _Refused(401, str(error)) from None
+
+    def _delivery(self, request: Request, source: str, body: bytes) -> Delivery:
+        """What the body delivers: JSON content type (415), then its JSON and envelope."""
+        content_type_error = _check_content_type(request.headers.get("content-type"))
+        if content_type_error:
+            raise _Refused(415, content_type_error)
+        try:
+            document = parse_json(body, max_depth=self.config.max_json_depth)
+            return read_delivery(document, source=source)
+        except PayloadError as error:
+            raise _Refused(error.status, error.reason) from None
+
+    async def _land(
+        self, request: Request, source: str, peer: str, method: str, record: LandingRecord
+    ) -> JSONResponse:
+        """Hand the record to the writer and answer once it is committed (503 if it fails)."""
+        counters = self.counters
         try:
             stored = await asyncio.wrap_future(request.app.state.writer.submit(record))
         except Exception as error:
@@ -189,15 +244,6 @@ def create_app_from_config(config: ReceiverConfig) -> Starlette:
         return JSONResponse(
             {"status": "duplicate" if stored.duplicate else "stored", "seq": stored.seq}
         )
-
-    return Starlette(
-        routes=[
-            Route(WEBHOOK_PATH, webhook, methods=["POST"]),
-            Route(PUSH_PATH, push, methods=["POST"]),
-            Route(HEALTH_PATH, healthz, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -257,7 +303,7 @@ def _scalar_text(value: Any) -> str | None:
     return str(value)
 
 
-def _record(source: str, delivery: envelope.Delivery, body: bytes) -> LandingRecord:
+def _record(source: str, delivery: Delivery, body: bytes) -> LandingRecord:
     cdr = delivery.cdr or {}
     if delivery.event_id:
         dedup_key = f"{source}:id:{delivery.event_id}"
@@ -271,8 +317,8 @@ def _record(source: str, delivery: envelope.Delivery, body: bytes) -> LandingRec
         event_type=delivery.event_type,
         event_id=delivery.event_id,
         dedup_key=dedup_key,
-        callid=_scalar_text(envelope.cdr_value(cdr, "callid")),
-        started=_scalar_text(envelope.cdr_value(cdr, "started")),
+        callid=_scalar_text(cdr_value(cdr, "callid")),
+        started=_scalar_text(cdr_value(cdr, "started")),
         cdr_path=delivery.cdr_path,
         body=text[1:] if text.startswith("\ufeff") else text,
     )
