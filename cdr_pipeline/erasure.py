@@ -32,8 +32,8 @@ import polars as pl
 
 from cdr_pipeline import durable, marts, merge, privacy, warehouse
 from cdr_pipeline.db import transaction
+from cdr_pipeline.landing import LandingStore
 from cdr_pipeline.raw_erasure import remove_raw_rows
-from cdr_pipeline.receiver.landing import LandingStore
 from cdr_pipeline.schema import CALLS_TABLE, REALTIME_SEEN_TABLE, REJECTS_TABLE
 
 _PHONE = re.compile(r"\+?[0-9]{3,15}")

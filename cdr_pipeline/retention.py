@@ -22,7 +22,7 @@ import duckdb
 from cdr_pipeline import marts, warehouse
 from cdr_pipeline.config import check_timezone
 from cdr_pipeline.db import count, date_literal, transaction
-from cdr_pipeline.receiver.landing import LandingStore
+from cdr_pipeline.landing import LandingStore
 from cdr_pipeline.schema import CALLS_TABLE, LOADS_TABLE, REALTIME_SEEN_TABLE, REJECTS_TABLE
 from cdr_pipeline.warehouse import Lake
 

@@ -5,6 +5,7 @@ import ast
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from cdr_pipeline_tests.support import paths
@@ -13,6 +14,9 @@ PACKAGE = paths.PROJECT_ROOT / "cdr_pipeline"
 MAX_MODULE_LINES = 400
 # A longer module states why on a line of its docstring that starts with this.
 LONG_MODULE_REASON = "Longer than 400 lines:"
+
+
+SHELLS = {"cdr_pipeline.defs", "cdr_pipeline.cli", "cdr_pipeline.receiver"}
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
@@ -56,3 +60,20 @@ def test_long_modules_state_their_reason() -> None:
         if not any(line.startswith(LONG_MODULE_REASON) for line in docstring.splitlines()):
             too_long.append(f"{module.relative_to(paths.PROJECT_ROOT)}: {text.count(chr(10))}")
     assert too_long == [], f"modules over {MAX_MODULE_LINES} lines without a stated reason"
+
+
+def test_every_module_is_in_a_layer() -> None:
+    """A new top-level module is either core (listed in both core contracts, so the contracts
+    cover it) or one of the shells: none escapes the import checks by being forgotten."""
+    contracts = tomllib.loads((paths.PROJECT_ROOT / "pyproject.toml").read_text())["tool"][
+        "importlinter"
+    ]["contracts"]
+    core_lists = [set(c["source_modules"]) for c in contracts if c["name"].startswith("The core")]
+    modules = {
+        f"cdr_pipeline.{p.stem if p.is_file() else p.name}"
+        for p in PACKAGE.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+    }
+    assert len(core_lists) == 2
+    for core in core_lists:
+        assert core == modules - SHELLS
