@@ -32,7 +32,7 @@ import duckdb
 import polars as pl
 
 from cdr_pipeline import landed_privacy, normalize, privacy, timestamps, warehouse
-from cdr_pipeline.callr import events
+from cdr_pipeline.callr import events as callr_events
 from cdr_pipeline.config import check_timezone
 from cdr_pipeline.landing import LandedEvent, LandingStore, open_reader
 from cdr_pipeline.schema import (
@@ -143,16 +143,16 @@ def prepare_batch(
     unreadable: list[tuple[LandedEvent, str]] = []
     for event in events:
         try:
-            document = events.parse_json(event.body.encode(), max_depth=_UNREADABLE_DEPTH)
-            cdr = events.cdr_at(document, event.cdr_path)
+            document = callr_events.parse_json(event.body.encode(), max_depth=_UNREADABLE_DEPTH)
+            cdr = callr_events.cdr_at(document, event.cdr_path)
             mapping, unknown = normalize.header_mapping(list(cdr))
-        except (events.PayloadError, normalize.ExportHeaderError, KeyError, TypeError) as e:
+        except (callr_events.PayloadError, normalize.ExportHeaderError, KeyError, TypeError) as e:
             unreadable.append((event, str(e)))
             continue
         fields = {mapping[key]: _text(value) for key, value in cdr.items() if key in mapping}
         extras = {key: _text(cdr[key]) for key in unknown}
         batch.unknown_fields.update(unknown)
-        hinted = events.direction_of(event.event_type)
+        hinted = callr_events.direction_of(event.event_type)
         if not fields.get("direction", "").strip() and hinted:
             fields["direction"] = hinted
         readable.append((event, fields, extras, hinted))
@@ -193,7 +193,7 @@ def _unreadable(
 ) -> dict[str, Any]:
     return {
         "call_date": call_date,
-        "direction": events.direction_of(event.event_type) or "unknown",
+        "direction": callr_events.direction_of(event.event_type) or "unknown",
         "source_row": event.seq,
         "raw": landed_privacy.shown_body(event.body, event.cdr_path, rules),
         "reason": f"CDR cannot be read: {reason}",
