@@ -31,7 +31,7 @@ import duckdb
 import polars as pl
 
 from cdr_pipeline import durable, marts, merge, privacy, warehouse
-from cdr_pipeline.db import transaction
+from cdr_pipeline.db import count, transaction
 from cdr_pipeline.landing import LandingStore
 from cdr_pipeline.raw_erasure import remove_raw_rows
 from cdr_pipeline.schema import CALLS_TABLE, REALTIME_SEEN_TABLE, REJECTS_TABLE
@@ -149,7 +149,9 @@ def _erase_parquet(lake: warehouse.Lake, targets: _Targets) -> tuple[int, int]:
         return frame.select(number_hit).to_series()
 
     def rejects_hit(frame: pl.DataFrame) -> pl.Series:  # few rows: their JSON read in Python
-        return pl.Series([targets.in_json(raw) for raw in frame.get_column("raw")], dtype=bool)
+        return pl.Series(
+            [targets.in_json(raw) for raw in frame.get_column("raw")], dtype=pl.Boolean
+        )
 
     removed = [0, 0]
     for index, (folder, hit) in enumerate(
@@ -190,15 +192,16 @@ def _erase_duckdb(
             params,
         )
         marts.mark_pending(con, merge.spanned_days("SELECT call_date, end_day FROM erased_calls"))
-        calls = con.execute(
-            f"DELETE FROM {CALLS_TABLE} WHERE call_id IN (SELECT call_id FROM erased_calls)"
-        ).fetchone()[0]
+        calls = count(
+            con, f"DELETE FROM {CALLS_TABLE} WHERE call_id IN (SELECT call_id FROM erased_calls)"
+        )
         seen = 0
         if warehouse.table_exists(con, REALTIME_SEEN_TABLE):
-            seen = con.execute(
+            seen = count(
+                con,
                 f"DELETE FROM {REALTIME_SEEN_TABLE} "
-                "WHERE call_id IN (SELECT call_id FROM erased_calls)"
-            ).fetchone()[0]
+                "WHERE call_id IN (SELECT call_id FROM erased_calls)",
+            )
         if rejects:
             con.execute(f"DELETE FROM {REJECTS_TABLE} WHERE list_contains(?, rowid)", [rejects])
     days = marts.refresh_pending(con, settings)

@@ -28,11 +28,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import obstore
 import pyarrow as pa
 import pyarrow.parquet as pq
 from obstore.store import LocalStore, S3Store
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, RetryConfig
 
 from cdr_pipeline import durable
 from cdr_pipeline.config import LAKE_URL_VARIABLE, s3_location
@@ -40,7 +44,7 @@ from cdr_pipeline.config import LAKE_URL_VARIABLE, s3_location
 STAGING = "staging"  # the folder (or key prefix) of files not yet published
 # obstore retries 5xx answers (S3's `SlowDown` is a 503), dropped connections and timeouts,
 # with exponential backoff and jitter (0.2 s doubling to at most 5 s; 5 retries), within 60 s.
-S3_RETRY = {
+S3_RETRY: "RetryConfig" = {
     "max_retries": 5,
     "backoff": {
         "init_backoff": dt.timedelta(milliseconds=200),
@@ -49,7 +53,10 @@ S3_RETRY = {
     },
     "retry_timeout": dt.timedelta(seconds=60),
 }
-S3_CLIENT = {"connect_timeout": dt.timedelta(seconds=5), "timeout": dt.timedelta(minutes=5)}
+S3_CLIENT: "ClientConfig" = {
+    "connect_timeout": dt.timedelta(seconds=5),
+    "timeout": dt.timedelta(minutes=5),
+}
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 _DOWNLOAD_CHUNK = 8 << 20

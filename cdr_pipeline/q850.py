@@ -156,10 +156,12 @@ TABLE_VERSION = hashlib.sha256(repr(q850_rows()).encode()).hexdigest()[:16]
 
 def cause_class_expr(code: pl.Expr) -> pl.Expr:
     """Vectorised `cause_class`: null stays null, outside 0..127 is `unknown`."""
-    expr = pl.when(code.is_null()).then(pl.lit(None, pl.String))
-    for bits, name in enumerate(_CLASS_BY_BITS):
-        expr = expr.when(code.is_between(bits * 16, bits * 16 + 15)).then(pl.lit(name))
-    return expr.otherwise(pl.lit(UNKNOWN_CLASS))
+    expr = pl.lit(UNKNOWN_CLASS)
+    for bits, name in reversed(list(enumerate(_CLASS_BY_BITS))):
+        expr = (
+            pl.when(code.is_between(bits * 16, bits * 16 + 15)).then(pl.lit(name)).otherwise(expr)
+        )
+    return pl.when(code.is_null()).then(pl.lit(None, pl.String)).otherwise(expr)
 
 
 def with_cause_columns(frame: pl.LazyFrame, code: str, name: str, class_: str) -> pl.LazyFrame:

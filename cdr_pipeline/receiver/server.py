@@ -53,7 +53,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: Any = None
 
     # A request head starts when the connection opens, and after each response.
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm_head_timer()
 

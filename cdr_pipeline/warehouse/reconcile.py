@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from cdr_pipeline.db import count, scalar
 from cdr_pipeline.schema import CALLS_TABLE, REALTIME_SEEN_TABLE
 
 
@@ -38,7 +39,8 @@ def reconcile(
     }
     if not {seen, calls} <= tables:  # nothing loaded in real time yet
         return Reconciliation(through_day, 0, 0, [], [], [], None)
-    first_day = con.execute(f"SELECT min(call_date) FROM {seen}").fetchone()[0]
+    first_day = scalar(con, f"SELECT min(call_date) FROM {seen}")
+    assert first_day is None or isinstance(first_day, dt.date)
     missing_sql = (
         f"FROM {seen} s WHERE s.call_date <= ? AND NOT EXISTS "
         f"(SELECT 1 FROM {calls} c WHERE c.call_id = s.call_id AND c.source = 'export')"
@@ -48,14 +50,14 @@ def reconcile(
         f"(SELECT 1 FROM {seen} s WHERE s.call_id = c.call_id)"
     )
     day = through_day.isoformat()
-    missing = con.execute(f"SELECT count(*) {missing_sql}", [day]).fetchone()[0]
+    missing = count(con, f"SELECT count(*) {missing_sql}", [day])
     missing_examples = con.execute(
         f"SELECT s.call_id, s.call_date {missing_sql} ORDER BY 2, 1 LIMIT ?", [day, examples]
     ).fetchall()
     unseen = unseen_examples = None
     if first_day is not None and first_day <= through_day:
         params = [first_day.isoformat(), day]
-        unseen = con.execute(f"SELECT count(*) {unseen_sql}", params).fetchone()[0]
+        unseen = count(con, f"SELECT count(*) {unseen_sql}", params)
         unseen_examples = con.execute(
             f"SELECT c.call_id, c.call_date {unseen_sql} ORDER BY 2, 1 LIMIT ?",
             [*params, examples],
