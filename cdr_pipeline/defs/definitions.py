@@ -5,21 +5,16 @@ import dagster as dg
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs import maintenance
 from cdr_pipeline.defs import privacy as privacy_defs
-from cdr_pipeline.defs.analytics import (
-    REPORT_KEY,
-    build_alert_parts,
-    build_report_asset,
-    thresholds_for,
-)
-from cdr_pipeline.defs.assets import (
+from cdr_pipeline.defs.analytics import build_alert_parts, build_report_asset, thresholds_for
+from cdr_pipeline.defs.assets import build_landing_asset, build_q850_asset, build_warehouse_asset
+from cdr_pipeline.defs.keys import (
     CALLS_KEY,
     MART_KEYS,
+    Q850_KEY,
     RAW_KEY,
     REJECTS_KEY,
+    REPORT_KEY,
     TYPED_KEY,
-    build_landing_asset,
-    build_q850_asset,
-    build_warehouse_asset,
 )
 from cdr_pipeline.defs.realtime import build_realtime_definitions
 from cdr_pipeline.defs.resources import CallrResource, WarehouseResource
@@ -53,7 +48,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     reference_job = dg.define_asset_job(
         REFERENCE_JOB,
-        selection=dg.AssetSelection.assets("q850_causes"),
+        selection=dg.AssetSelection.assets(Q850_KEY),
         description="Static reference tables (ITU-T Q.850 causes).",
     )
     daily = dg.Definitions(

@@ -21,11 +21,10 @@ import dagster as dg
 
 from cdr_pipeline import marts, realtime
 from cdr_pipeline.config import Settings, check_timezone
-from cdr_pipeline.defs.assets import WRITER_POOL
+from cdr_pipeline.defs.keys import REALTIME_KEY, WRITER_POOL
 from cdr_pipeline.defs.resources import WarehouseResource
 from cdr_pipeline.receiver.landing import landing_path, open_reader
 
-REALTIME_KEY = dg.AssetKey("realtime_calls")
 REALTIME_JOB = "realtime_job"
 RECONCILE_JOB = "realtime_reconciliation_job"
 REALTIME_SENSOR = "realtime_events_sensor"
@@ -62,7 +61,7 @@ def build_realtime_definitions(settings: Settings) -> dg.Definitions:
             result = realtime.load_landed_events(
                 con,
                 store_path,
-                lake.lake,
+                lake.layout,
                 timezone=lake.timezone,
                 naive_timezone=lake.naive_timezone,
                 rules=lake.privacy_rules(),

@@ -14,6 +14,7 @@ import dagster as dg
 from cdr_pipeline.dayranges import consecutive_ranges, days_between
 from cdr_pipeline.defs.definitions import DAILY_JOB
 from cdr_pipeline.defs.instance import dagster_home
+from cdr_pipeline.defs.keys import REPORT_KEY
 from cdr_pipeline.defs.ranges import failed_days, range_tags, without
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,14 @@ def run_reports(
 ) -> RangeOutcome:
     """Render the reports of `days` (the `daily_report` asset with those days asked for)."""
     days = sorted(set(days))
-    config = {"ops": {"daily_report": {"config": {"days": [d.isoformat() for d in days]}}}}
+    op = REPORT_KEY.to_python_identifier()
+    config = {"ops": {op: {"config": {"days": [d.isoformat() for d in days]}}}}
     return run_job(
         defs,
         DAILY_JOB,
         instance,
         run_config=QUIET_RUN_CONFIG | config,
-        asset_selection=[dg.AssetKey("daily_report")],
+        asset_selection=[REPORT_KEY],
     )
 
 
