@@ -10,6 +10,7 @@ materialisations) and then fails naming the failed days; the runner and the
 Asset bodies only orchestrate: read the days, call the core (`cdr_pipeline.days`), report.
 """
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -136,8 +137,8 @@ def build_landing_asset(
         context: dg.AssetExecutionContext, callr: CallrResource, lake: WarehouseResource
     ):
         days = partition_days(context)
-        fetch = RAW_KEY in context.selected_asset_keys
-        with callr.client() if fetch else _no_client() as client:
+        fetch = RAW_KEY in context.selected_asset_keys  # else: type the landed files only
+        with callr.client() if fetch else contextlib.nullcontext() as client:
             result = core.land_days(
                 days,
                 lake.layout,
@@ -177,16 +178,6 @@ def build_landing_asset(
                 yield dg.MaterializeResult(asset_key=key)
 
     return daily_exports
-
-
-class _no_client:
-    """A stand-in for `callr.client()` when nothing is fetched (typing the landed files only)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
 
 
 def build_warehouse_asset(

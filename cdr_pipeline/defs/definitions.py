@@ -25,8 +25,12 @@ REFERENCE_JOB = "reference_tables_job"
 DAILY_ASSETS = (RAW_KEY, TYPED_KEY, CALLS_KEY, REJECTS_KEY, *MART_KEYS, REPORT_KEY)
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
-    """Definitions for `settings`; the Callr key is read from CALLR_API_KEY at run time."""
+def build_definitions(settings: Settings, simulator_api_key: str | None = None) -> dg.Definitions:
+    """Definitions for `settings`; the Callr key is read from CALLR_API_KEY at run time.
+
+    `simulator_api_key` is for the demo's built-in simulator only: a key given here is part of
+    the resource's configuration, which Dagster stores, so a real key never goes this way.
+    """
     partitions_def = dg.DailyPartitionsDefinition(
         start_date=settings.start_date.isoformat(), timezone=settings.timezone
     )
@@ -80,7 +84,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "callr": CallrResource(
                 base_url=settings.base_url,
-                api_key=dg.EnvVar("CALLR_API_KEY"),
+                api_key=simulator_api_key or dg.EnvVar("CALLR_API_KEY"),
                 account_sid=settings.account_sid,
                 fetch_concurrency=settings.fetch_concurrency,
             ),

@@ -3,17 +3,18 @@
 import dagster as dg
 
 from cdr_pipeline import marts
+from cdr_pipeline.warehouse import CALLS_TABLE, Q850_TABLE, REJECTS_TABLE
 
 # Every step that writes (or must not overlap a write to) the DuckDB file claims this pool.
 WRITER_POOL = "duckdb_writer"
 
 RAW_KEY = dg.AssetKey("raw_cdr_exports")
 TYPED_KEY = dg.AssetKey("typed_calls")
-CALLS_KEY = dg.AssetKey("calls")
-REJECTS_KEY = dg.AssetKey("call_rejects")
+CALLS_KEY = dg.AssetKey(CALLS_TABLE)
+REJECTS_KEY = dg.AssetKey(REJECTS_TABLE)
 MART_KEYS = tuple(dg.AssetKey(m) for m in marts.MART_TABLES)
 DAILY_KPIS_KEY = dg.AssetKey("daily_kpis")
-Q850_KEY = dg.AssetKey("q850_causes")
+Q850_KEY = dg.AssetKey(Q850_TABLE)
 REPORT_KEY = dg.AssetKey("daily_report")
 REALTIME_KEY = dg.AssetKey("realtime_calls")
 

@@ -9,7 +9,14 @@ import polars as pl
 
 from cdr_pipeline import days as core
 from cdr_pipeline import marts
-from cdr_pipeline.defs.keys import CALLS_KEY, MART_KEYS, RECONCILE_CHECK, REJECTS_KEY, TYPED_KEY
+from cdr_pipeline.defs.keys import (
+    CALLS_KEY,
+    DAILY_KPIS_KEY,
+    MART_KEYS,
+    RECONCILE_CHECK,
+    REJECTS_KEY,
+    TYPED_KEY,
+)
 from cdr_pipeline.warehouse_days import WarehouseLoad
 
 KPI_NUMBERS = ("calls", "asr", "ner", "acd_s", "billed_minutes", "peak_concurrent_calls")
@@ -192,5 +199,5 @@ def warehouse_metadata(
         counts = load.mart_counts[key.path[-1]]
         metadata[key] = {day: {"dagster/row_count": counts.get(day, 0)} for day in load.shown_days}
     for day in load.shown_days:
-        metadata[MART_KEYS[0]][day] |= _kpi_metadata(load, day, ner_causes)
+        metadata[DAILY_KPIS_KEY][day] |= _kpi_metadata(load, day, ner_causes)
     return metadata

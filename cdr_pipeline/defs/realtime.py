@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 
 from cdr_pipeline import marts, realtime
-from cdr_pipeline.config import Settings, check_timezone
+from cdr_pipeline.config import Settings
 from cdr_pipeline.defs.keys import REALTIME_KEY, WRITER_POOL
 from cdr_pipeline.defs.resources import WarehouseResource
 from cdr_pipeline.receiver.landing import landing_path, open_reader
@@ -106,8 +106,7 @@ def build_realtime_definitions(settings: Settings) -> dg.Definitions:
         "(from the first day real time was used).",
     )
     def realtime_matches_export(lake: WarehouseResource) -> dg.AssetCheckResult:
-        today = dt.datetime.now(check_timezone(lake.timezone)).date()
-        through = today - dt.timedelta(days=reconcile_days)
+        through = lake.today() - dt.timedelta(days=reconcile_days)
         if not Path(lake.warehouse_path).exists():
             return dg.AssetCheckResult(passed=True, description="no warehouse yet")
         with lake.connect(read_only=True) as con:
