@@ -7,7 +7,8 @@ that fails does not stop the others: its step records the days that succeeded (t
 materialisations) and then fails naming the failed days; the runner and the
 `split_failed_ranges` sensor then run the range's other days again without them.
 
-Asset bodies only orchestrate: read the days, call the core (`cdr_pipeline.days`), report.
+Asset bodies only orchestrate: read the days, call the core (`cdr_pipeline.days`,
+`cdr_pipeline.warehouse_days`), report (`defs/metadata.py`).
 """
 
 import contextlib

@@ -168,7 +168,9 @@ def _calls_metadata(
     return calls, rejects
 
 
-def _kpi_metadata(load: WarehouseLoad, day: dt.date, ner_causes: tuple[int, ...]) -> dict:
+def _kpi_metadata(
+    load: WarehouseLoad, day: dt.date, ner_causes: tuple[int, ...]
+) -> dict[str, object]:
     """The day's headline KPIs per direction (numbers the UI plots across partitions)."""
     kpis = load.kpis.filter(pl.col("call_date") == day)
     metadata: dict[str, object] = {"ner_causes": ", ".join(str(c) for c in ner_causes)}
