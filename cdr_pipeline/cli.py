@@ -220,7 +220,6 @@ def _table(frame: "pl.DataFrame", rows: int, width: int, **options: object) -> s
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-
     if args.end < args.start:
         raise ConfigError(f"--end {args.end} is before --start {args.start}")
     if not os.environ.get("CALLR_API_KEY"):
