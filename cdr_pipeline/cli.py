@@ -8,10 +8,16 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cdr_pipeline.config import ConfigError, Settings, check_timezone
 from cdr_pipeline.dayranges import days_between
+
+if TYPE_CHECKING:
+    import dagster as dg
+    import polars as pl
 
 log = logging.getLogger("cdr_pipeline")
 
@@ -38,55 +44,46 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="run the pipeline over the last days on the simulator")
+    def command(name: str, run: Callable[[argparse.Namespace], int], text: str):
+        found = sub.add_parser(name, help=text)
+        found.set_defaults(command=run)
+        return found
+
+    date = {"type": dt.date.fromisoformat, "metavar": "YYYY-MM-DD"}
+    demo = command("demo", cmd_demo, "run the pipeline over the last days on the simulator")
     demo.add_argument("--days", type=int, default=7, help="how many past days (default 7)")
-    demo.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
-    demo.set_defaults(command=cmd_demo)
 
-    backfill = sub.add_parser("backfill", help="materialise every day in a range")
-    backfill.add_argument(
-        "--start", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD"
-    )
-    backfill.add_argument("--end", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
-    backfill.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
-    backfill.set_defaults(command=cmd_backfill)
+    backfill = command("backfill", cmd_backfill, "materialise every day in a range")
+    backfill.add_argument("--start", required=True, **date)
+    backfill.add_argument("--end", required=True, **date)
 
-    rebuild = sub.add_parser(
+    rebuild = command(
         "rebuild-marts",
-        help="recompute every mart from calls (after changing CDR_TIMEZONE or CDR_NER_CAUSES)",
+        cmd_rebuild_marts,
+        "recompute every mart from calls (after changing CDR_TIMEZONE or CDR_NER_CAUSES)",
     )
-    rebuild.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
-    rebuild.set_defaults(command=cmd_rebuild_marts)
+    report = command(
+        "report", cmd_report, "render the HTML report of a day, or of every day of a range"
+    )
+    report.add_argument("--day", required=True, **date)
+    report.add_argument("--end", help="last day of a range", **date)
 
-    report = sub.add_parser(
-        "report", help="render the HTML report of a day, or of every day of a range"
-    )
-    report.add_argument("--day", type=dt.date.fromisoformat, required=True, metavar="YYYY-MM-DD")
-    report.add_argument(
-        "--end", type=dt.date.fromisoformat, metavar="YYYY-MM-DD", help="last day of a range"
-    )
-    report.set_defaults(command=cmd_report)
-
-    audit = sub.add_parser(
-        "audit", help="check that every call_id is stored once in the whole calls table"
-    )
-    audit.set_defaults(command=cmd_audit)
-
-    erase = sub.add_parser(
+    command("audit", cmd_audit, "check that every call_id is stored once in the whole calls table")
+    erase = command(
         "erase",
-        help="remove a phone number's calls from every copy and keep it out of later loads",
+        cmd_erase,
+        "remove a phone number's calls from every copy and keep it out of later loads",
     )
     erase.add_argument("--number", required=True, help="the number, e.g. +33612345678")
-    erase.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
-    erase.set_defaults(command=cmd_erase)
+    for runs_dagster in (demo, backfill, rebuild, erase):
+        runs_dagster.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
 
-    sql = sub.add_parser("sql", help="run one read-only SQL query against the warehouse")
+    sql = command("sql", cmd_sql, "run one read-only SQL query against the warehouse")
     sql.add_argument("query", help='e.g. "SELECT * FROM daily_kpis ORDER BY call_date"')
     sql.add_argument("--max-rows", type=int, default=50, help="rows to show (default 50)")
-    sql.set_defaults(command=cmd_sql)
 
-    snapshot = sub.add_parser(
-        "snapshot", help="copy the warehouse into a file to query for as long as you like"
+    snapshot = command(
+        "snapshot", cmd_snapshot, "copy the warehouse into a file to query for as long as you like"
     )
     snapshot.add_argument(
         "--output",
@@ -94,9 +91,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="where (default: warehouse-snapshot.duckdb beside the warehouse)",
     )
-    snapshot.set_defaults(command=cmd_snapshot)
 
-    simulator = sub.add_parser("simulator", help="serve a fake Callr export API on loopback")
+    simulator = command("simulator", cmd_simulator, "serve a fake Callr export API on loopback")
     simulator.add_argument("--port", type=int, default=8765)
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument(
@@ -104,10 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="key the simulator accepts (default: $CALLR_API_KEY or 'sim-key')",
     )
-    simulator.set_defaults(command=cmd_simulator)
 
-    receiver = sub.add_parser(
-        "receiver", help="serve the real-time receiver for Callr webhooks and Actions pushes"
+    receiver = command(
+        "receiver",
+        cmd_receiver,
+        "serve the real-time receiver for Callr webhooks and Actions pushes",
     )
     receiver.add_argument("--host", default="127.0.0.1")
     receiver.add_argument("--port", type=int, default=8766)
@@ -117,17 +114,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="IPS",
         help="trust X-Forwarded-For/-Proto from these proxy addresses (e.g. 127.0.0.1)",
     )
-    receiver.set_defaults(command=cmd_receiver)
 
-    dagster = sub.add_parser(
+    dagster = command(
         "dagster",
-        help="start a Dagster process on the instance the environment selects (SQLite/PostgreSQL)",
+        cmd_dagster,
+        "start a Dagster process on the instance the environment selects (SQLite/PostgreSQL)",
     )
     dagster.add_argument("process", choices=["webserver", "daemon", "dev"])
     dagster.add_argument(
         "dagster_args", nargs=argparse.REMAINDER, help="passed on (e.g. --host 0.0.0.0 --port 3000)"
     )
-    dagster.set_defaults(command=cmd_dagster)
     return parser
 
 
@@ -149,7 +145,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     from cdr_pipeline.callr.simulator import serve
 
     api_key = args.api_key or os.environ.get("CALLR_API_KEY") or "sim-key"
-    logging.getLogger("cdr_pipeline").setLevel(logging.INFO)  # say where it listens
+    log.setLevel(logging.INFO)  # say where it listens
     serve(args.host, args.port, api_key)
     return 0
 
@@ -163,6 +159,17 @@ def _settings_with_warehouse() -> Settings:
             "or set CDR_WAREHOUSE"
         )
     return settings
+
+
+def _dagster(
+    settings: Settings, simulator_api_key: str | None = None
+) -> "tuple[dg.Definitions, dg.DagsterInstance]":
+    """The project's definitions for `settings`, and the Dagster instance the CLI records in."""
+    from cdr_pipeline.defs import runner
+    from cdr_pipeline.defs.definitions import build_definitions
+
+    instance = runner.instance_for(settings.data_dir)
+    return build_definitions(settings, simulator_api_key=simulator_api_key), instance
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -179,7 +186,6 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
-    import polars as pl
 
     from cdr_pipeline import warehouse
 
@@ -194,20 +200,26 @@ def cmd_sql(args: argparse.Namespace) -> int:
             print(f"cdr-pipeline sql: {error}", file=sys.stderr)
             return 1
     if frame is not None:
-        with pl.Config(
-            tbl_rows=args.max_rows,
-            tbl_cols=-1,
-            tbl_width_chars=200,
-            fmt_str_lengths=60,
-            tbl_hide_column_data_types=True,
-            tbl_hide_dataframe_shape=True,
-        ):
-            print(frame)
+        print(_table(frame, rows=args.max_rows, width=200, fmt_str_lengths=60))
     return 0
 
 
-def cmd_backfill(args: argparse.Namespace) -> int:
+def _table(frame: "pl.DataFrame", rows: int, width: int, **options: object) -> str:
+    """A frame as the CLI prints it: every column, no types, no shape line."""
+    import polars as pl
 
+    with pl.Config(
+        tbl_rows=rows,
+        tbl_cols=-1,
+        tbl_width_chars=width,
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        **options,
+    ):
+        return str(frame)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
     if args.end < args.start:
         raise ConfigError(f"--end {args.end} is before --start {args.start}")
     if not os.environ.get("CALLR_API_KEY"):
@@ -226,14 +238,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_rebuild_marts(args: argparse.Namespace) -> int:
     from cdr_pipeline.defs import runner
-    from cdr_pipeline.defs.definitions import build_definitions
+    from cdr_pipeline.defs.maintenance import REBUILD_JOB
 
     settings = _settings_with_warehouse()
-    instance = runner.instance_for(settings.data_dir)
+    defs, instance = _dagster(settings)
     started = time.perf_counter()
-    outcome = runner.run_job(
-        build_definitions(settings), "rebuild_marts_job", instance, args.verbose
-    )
+    outcome = runner.run_job(defs, REBUILD_JOB, instance, args.verbose)
     if outcome.error:
         print(f"rebuild-marts failed: {outcome.error}", file=sys.stderr)
         return 1
@@ -248,14 +258,13 @@ def cmd_rebuild_marts(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from cdr_pipeline import report
     from cdr_pipeline.defs import runner
-    from cdr_pipeline.defs.definitions import build_definitions
 
     settings = _settings_with_warehouse()
     days = days_between(args.day, args.end or args.day)
     if not days:
         raise ConfigError(f"--end {args.end} is before --day {args.day}")
-    instance = runner.instance_for(settings.data_dir)
-    outcome = runner.run_reports(build_definitions(settings), days, instance)
+    defs, instance = _dagster(settings)
+    outcome = runner.run_reports(defs, days, instance)
     if outcome.error:
         print(f"report failed: {outcome.error}", file=sys.stderr)
         return 1
@@ -288,7 +297,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
     from cdr_pipeline import erasure, privacy
     from cdr_pipeline.defs import runner
-    from cdr_pipeline.defs.definitions import build_definitions
+    from cdr_pipeline.defs.privacy import ERASE_JOB
 
     settings = Settings.from_env()
     try:
@@ -298,10 +307,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 2
     config = {"ops": {"erase_number": {"config": {"request": request}}}}
     try:
+        defs, instance = _dagster(settings)
         outcome = runner.run_job(
-            build_definitions(settings),
-            "erase_number_job",
-            runner.instance_for(settings.data_dir),
+            defs,
+            ERASE_JOB,
+            instance,
             args.verbose,
             run_config=config if args.verbose else runner.QUIET_RUN_CONFIG | config,
         )
@@ -328,40 +338,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     days = days_between(today - dt.timedelta(days=args.days), today - dt.timedelta(days=1))
     settings = dataclasses.replace(settings, start_date=min(settings.start_date, days[0]))
     with SimulatorServer() as simulator:
-        os.environ["CALLR_BASE_URL"] = simulator.base_url
-        os.environ["CALLR_API_KEY"] = simulator.api_key
         settings = dataclasses.replace(settings, base_url=simulator.base_url)
         print(f"Callr simulator listening on {simulator.base_url}")
-        status = _run_days(settings, days, args.verbose)
+        status = _run_days(settings, days, args.verbose, simulator_api_key=simulator.api_key)
     if status == 0:
         _print_summary(settings, days)
     return status
 
 
-def _run_days(settings: Settings, days: list[dt.date], verbose: bool) -> int:
+def _run_days(
+    settings: Settings,
+    days: list[dt.date],
+    verbose: bool,
+    simulator_api_key: str | None = None,
+) -> int:
     from cdr_pipeline.defs import runner
-    from cdr_pipeline.defs.definitions import build_definitions
 
-    defs = build_definitions(settings)
-    instance = runner.instance_for(settings.data_dir)
+    defs, instance = _dagster(settings, simulator_api_key)
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
     total = len(days)
-    loaded: set[dt.date] = set()
-    failed: dict[dt.date, str] = {}
+    tally = runner.DaysTally()
 
     def progress(outcome: runner.RangeOutcome) -> None:
-        span = f"{outcome.first}" if outcome.days == 1 else f"{outcome.first}..{outcome.last}"
-        ok_days = outcome.days - len(outcome.failed_days) if outcome.error is None else 0
+        tally.record(outcome)
         state = "ok" if outcome.success else "FAILED"
-        for day in days_between(outcome.first, outcome.last):
-            if outcome.error is None and day not in outcome.failed_days:
-                loaded.add(day)
-                failed.pop(day, None)
-            else:
-                failed.setdefault(day, outcome.failed_days.get(day) or outcome.error or "")
         print(
-            f"[{len(loaded)}/{total}] {span}  {state:6}  {ok_days}/{outcome.days} days  "
-            f"{outcome.seconds:5.1f} s  run {outcome.run_id[:8]}",
+            f"[{len(tally.loaded)}/{total}] {outcome.span}  {state:6}  "
+            f"{outcome.days_ok}/{outcome.days} days  {outcome.seconds:5.1f} s  "
+            f"run {outcome.run_id[:8]}",
             flush=True,
         )
         for day, reason in sorted(outcome.failed_days.items()):
@@ -377,7 +381,7 @@ def _run_days(settings: Settings, days: list[dt.date], verbose: bool) -> int:
         on_done=progress,
         verbose=verbose,
     )
-    if failed:
+    if failed := tally.failed:
         print(
             f"{len(failed)} of {total} days failed: " + ", ".join(str(d) for d in sorted(failed)),
             file=sys.stderr,
@@ -390,45 +394,18 @@ def _run_days(settings: Settings, days: list[dt.date], verbose: bool) -> int:
 
 
 def _print_summary(settings: Settings, days: list[dt.date]) -> None:
-    import polars as pl
-
-    from cdr_pipeline import report, warehouse
+    from cdr_pipeline import queries, report, warehouse
 
     with warehouse.connect(settings.warehouse, read_only=True) as con:
-        per_day = con.sql(
-            """
-            SELECT d.day AS call_date,
-                   (SELECT count(*) FROM calls WHERE call_date = d.day) AS calls,
-                   (SELECT count(*) FROM call_rejects WHERE call_date = d.day) AS rejects
-            FROM unnest(?::DATE[]) AS d(day) ORDER BY 1
-            """,
-            params=[[d.isoformat() for d in days]],
-        ).pl()
-        kpis = con.sql(
-            """
-            SELECT call_date, direction, calls, answered_calls AS answered,
-                   round(100 * asr, 1) AS "asr_%", round(100 * ner, 1) AS "ner_%",
-                   round(acd_s)::INT AS acd_s, round(billed_minutes)::INT AS billed_min,
-                   round(billing_debit, 2) AS debit, round(cost_per_billed_minute, 4) AS per_min,
-                   peak_concurrent_calls AS peak_conc
-            FROM daily_kpis WHERE call_date BETWEEN ? AND ? ORDER BY call_date, direction
-            """,
-            params=[days[0], days[-1]],
-        ).pl()
-    with pl.Config(
-        tbl_rows=100,
-        tbl_cols=-1,
-        tbl_width_chars=160,
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-    ):
-        print("\nRows per day")
-        print(per_day)
-        print("\nDaily KPIs")
-        print(kpis)
-    lake = warehouse.Lake(settings.data_dir, settings.lake_url).store
-    print(f"\nRaw exports:   {lake.uri(warehouse.RAW_PREFIX)}")
-    print(f"Typed Parquet: {lake.uri(warehouse.CALLS_PREFIX)}")
+        per_day = queries.rows_per_day(con, days)
+        kpis = queries.daily_kpis(con, days[0], days[-1], queries.KPI_SUMMARY_COLUMNS)
+    print("\nRows per day")
+    print(_table(per_day, rows=100, width=160))
+    print("\nDaily KPIs")
+    print(_table(kpis, rows=100, width=160))
+    store = warehouse.Lake(settings.data_dir, settings.lake_url).store
+    print(f"\nRaw exports:   {store.uri(warehouse.RAW_PREFIX)}")
+    print(f"Typed Parquet: {store.uri(warehouse.CALLS_PREFIX)}")
     print(f"Warehouse:     {settings.warehouse}")
     print('Query it:      uv run cdr-pipeline sql "FROM daily_kpis ORDER BY ALL"')
     folder = report.reports_dir(Path(settings.data_dir))

@@ -8,6 +8,7 @@ run, not 365); any other day on demand (`days` in its run config, `cdr-pipeline 
 
 import datetime as dt
 from collections.abc import Iterable, Iterator, Set
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -15,13 +16,11 @@ from pydantic import Field
 
 from cdr_pipeline import alerts, report, warehouse
 from cdr_pipeline.config import Settings
-from cdr_pipeline.defs.assets import MART_KEYS, WRITER_POOL
+from cdr_pipeline.defs.keys import DAILY_KPIS_KEY, MART_KEYS, REPORT_KEY, WRITER_POOL
+from cdr_pipeline.defs.metadata import number
 from cdr_pipeline.defs.ranges import PARTITION_TAG, RANGE_END_TAG
 from cdr_pipeline.defs.resources import WarehouseResource
 
-DAILY_KPIS_KEY = dg.AssetKey("daily_kpis")
-REPORT_KEY = dg.AssetKey("daily_report")
-REPORT_ASSETS: tuple[str, ...] = ("daily_report",)
 CHECK_NAMES = {
     "calls": "call_volume_vs_last_week",
     "asr": "asr_vs_last_week",
@@ -99,9 +98,9 @@ def _check_result(
     }
     for c in latest:
         metadata |= {
-            f"{c.direction}_value": _number(c.value),
-            f"{c.direction}_baseline": _number(c.baseline),
-            f"{c.direction}_change": _number(c.change),
+            f"{c.direction}_value": number(c.value),
+            f"{c.direction}_baseline": number(c.baseline),
+            f"{c.direction}_change": number(c.change),
         }
     return dg.AssetCheckResult(
         check_name=name,
@@ -111,14 +110,6 @@ def _check_result(
         metadata=metadata,
         description="; ".join(f"{c.day}: {c.describe()}" for c in breached or latest),
     )
-
-
-def _number(value: float | None) -> dg.MetadataValue:
-    if value is None:
-        return dg.MetadataValue.text("none")
-    if isinstance(value, int):
-        return dg.MetadataValue.int(value)
-    return dg.MetadataValue.float(round(float(value), 6))
 
 
 class ReportConfig(dg.Config):
@@ -144,6 +135,7 @@ def build_report_asset(thresholds: alerts.AlertThresholds) -> dg.AssetsDefinitio
     """`daily_report`: the HTML report of the last day a run loaded, or of days asked for."""
 
     @dg.asset(
+        key=REPORT_KEY,
         deps=list(MART_KEYS),
         group_name="marts",
         kinds={"html"},
@@ -161,11 +153,10 @@ def build_report_asset(thresholds: alerts.AlertThresholds) -> dg.AssetsDefinitio
         with lake.connect(read_only=True) as con:
             days = days or warehouse.latest_loaded_day(con)
             data = [report.load_report_data(con, day, thresholds) for day in days]
-        folder = report.reports_dir(lake.lake.data_dir)
+        folder = report.reports_dir(Path(lake.data_dir))
         metadata: dict[str, object] = {"days": ", ".join(d.isoformat() for d in days) or "none"}
         for day_data in data:
-            rendered = report.render_report(day_data)
-            path = report.write_report(rendered.html, report.report_path(folder, day_data.day))
+            rendered, path = report.write_day_report(day_data, folder)
             context.log.info(f"report for {day_data.day}: {path}")
             metadata |= {
                 "day": day_data.day.isoformat(),

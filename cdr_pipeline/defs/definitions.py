@@ -5,21 +5,16 @@ import dagster as dg
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs import maintenance
 from cdr_pipeline.defs import privacy as privacy_defs
-from cdr_pipeline.defs.analytics import (
-    REPORT_KEY,
-    build_alert_parts,
-    build_report_asset,
-    thresholds_for,
-)
-from cdr_pipeline.defs.assets import (
+from cdr_pipeline.defs.analytics import build_alert_parts, build_report_asset, thresholds_for
+from cdr_pipeline.defs.assets import build_landing_asset, build_q850_asset, build_warehouse_asset
+from cdr_pipeline.defs.keys import (
     CALLS_KEY,
     MART_KEYS,
+    Q850_KEY,
     RAW_KEY,
     REJECTS_KEY,
+    REPORT_KEY,
     TYPED_KEY,
-    build_landing_asset,
-    build_q850_asset,
-    build_warehouse_asset,
 )
 from cdr_pipeline.defs.realtime import build_realtime_definitions
 from cdr_pipeline.defs.resources import CallrResource, WarehouseResource
@@ -30,8 +25,12 @@ REFERENCE_JOB = "reference_tables_job"
 DAILY_ASSETS = (RAW_KEY, TYPED_KEY, CALLS_KEY, REJECTS_KEY, *MART_KEYS, REPORT_KEY)
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
-    """Definitions for `settings`; the Callr key is read from CALLR_API_KEY at run time."""
+def build_definitions(settings: Settings, simulator_api_key: str | None = None) -> dg.Definitions:
+    """Definitions for `settings`; the Callr key is read from CALLR_API_KEY at run time.
+
+    `simulator_api_key` is for the demo's built-in simulator only: a key given here is part of
+    the resource's configuration, which Dagster stores, so a real key never goes this way.
+    """
     partitions_def = dg.DailyPartitionsDefinition(
         start_date=settings.start_date.isoformat(), timezone=settings.timezone
     )
@@ -53,7 +52,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     reference_job = dg.define_asset_job(
         REFERENCE_JOB,
-        selection=dg.AssetSelection.assets("q850_causes"),
+        selection=dg.AssetSelection.assets(Q850_KEY),
         description="Static reference tables (ITU-T Q.850 causes).",
     )
     daily = dg.Definitions(
@@ -85,7 +84,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources={
             "callr": CallrResource(
                 base_url=settings.base_url,
-                api_key=dg.EnvVar("CALLR_API_KEY"),
+                api_key=simulator_api_key or dg.EnvVar("CALLR_API_KEY"),
                 account_sid=settings.account_sid,
                 fetch_concurrency=settings.fetch_concurrency,
             ),

@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from cdr_pipeline import marts, warehouse
-from cdr_pipeline.defs.assets import CALLS_KEY, WRITER_POOL
+from cdr_pipeline.defs.keys import CALLS_KEY, WRITER_POOL
 from cdr_pipeline.defs.ranges import (
     RANGE_START_TAG,
     failed_days,

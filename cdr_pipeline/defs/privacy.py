@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from cdr_pipeline import erasure, privacy, retention
-from cdr_pipeline.defs.assets import CALLS_KEY, RAW_KEY, WRITER_POOL
+from cdr_pipeline.defs.keys import CALLS_KEY, RAW_KEY, WRITER_POOL
 from cdr_pipeline.defs.resources import WarehouseResource
 from cdr_pipeline.receiver.landing import landing_path
 
@@ -38,7 +38,7 @@ def erase_number(
         number = erasure.take_request(data_dir, config.request) if config.request else config.number
         report = erasure.erase_number(
             number,
-            lake=lake.lake,
+            lake=lake.layout,
             warehouse_path=Path(lake.warehouse_path),
             landing_file=landing_path(data_dir),
             key=lake.privacy_key or None,
@@ -78,7 +78,7 @@ def delete_expired_raw(context: dg.OpExecutionContext, lake: WarehouseResource) 
         return
     data_dir = Path(lake.data_dir)
     report = retention.apply_raw_retention(
-        lake.lake,
+        lake.layout,
         landing_path(data_dir),
         retention_days=lake.raw_retention_days,
         timezone=lake.timezone,
@@ -115,7 +115,7 @@ def delete_expired_calls(context: dg.OpExecutionContext, lake: WarehouseResource
         context.log.info("CDR_CALLS_RETENTION_DAYS is not set: calls are kept")
         return
     with lake.connect() as con:
-        report = retention.apply_calls_retention(con, lake.lake, first_day_kept)
+        report = retention.apply_calls_retention(con, lake.layout, first_day_kept)
     context.log.info(
         f"calls kept from {first_day_kept}: deleted {report.rows} row(s) and "
         f"{len(report.parquet_files)} Parquet file(s)"

@@ -20,12 +20,11 @@ from pathlib import Path
 import dagster as dg
 
 from cdr_pipeline import marts, realtime
-from cdr_pipeline.config import Settings, check_timezone
-from cdr_pipeline.defs.assets import WRITER_POOL
+from cdr_pipeline.config import Settings
+from cdr_pipeline.defs.keys import REALTIME_KEY, WRITER_POOL
 from cdr_pipeline.defs.resources import WarehouseResource
 from cdr_pipeline.receiver.landing import landing_path, open_reader
 
-REALTIME_KEY = dg.AssetKey("realtime_calls")
 REALTIME_JOB = "realtime_job"
 RECONCILE_JOB = "realtime_reconciliation_job"
 REALTIME_SENSOR = "realtime_events_sensor"
@@ -62,7 +61,7 @@ def build_realtime_definitions(settings: Settings) -> dg.Definitions:
             result = realtime.load_landed_events(
                 con,
                 store_path,
-                lake.lake,
+                lake.layout,
                 timezone=lake.timezone,
                 naive_timezone=lake.naive_timezone,
                 rules=lake.privacy_rules(),
@@ -107,8 +106,7 @@ def build_realtime_definitions(settings: Settings) -> dg.Definitions:
         "(from the first day real time was used).",
     )
     def realtime_matches_export(lake: WarehouseResource) -> dg.AssetCheckResult:
-        today = dt.datetime.now(check_timezone(lake.timezone)).date()
-        through = today - dt.timedelta(days=reconcile_days)
+        through = lake.today() - dt.timedelta(days=reconcile_days)
         if not Path(lake.warehouse_path).exists():
             return dg.AssetCheckResult(passed=True, description="no warehouse yet")
         with lake.connect(read_only=True) as con:

@@ -115,7 +115,8 @@ class WarehouseResource(dg.ConfigurableResource):
         return privacy.load_privacy(Path(self.data_dir), self.privacy_key or None)
 
     @property
-    def lake(self) -> warehouse.Lake:
+    def layout(self) -> warehouse.Lake:
+        """The lake's layout: where raw exports and typed Parquet are kept (`warehouse.Lake`)."""
         return warehouse.Lake(Path(self.data_dir), self.lake_url)
 
     def mart_settings(self) -> marts.MartSettings:

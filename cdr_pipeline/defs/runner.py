@@ -14,6 +14,7 @@ import dagster as dg
 from cdr_pipeline.dayranges import consecutive_ranges, days_between
 from cdr_pipeline.defs.definitions import DAILY_JOB
 from cdr_pipeline.defs.instance import dagster_home
+from cdr_pipeline.defs.keys import REPORT_KEY
 from cdr_pipeline.defs.ranges import failed_days, range_tags, without
 
 log = logging.getLogger(__name__)
@@ -113,19 +114,48 @@ class RangeOutcome:
     def days(self) -> int:
         return (self.last - self.first).days + 1
 
+    @property
+    def days_ok(self) -> int:
+        """The days of the range that loaded (none if the whole range failed)."""
+        return self.days - len(self.failed_days) if self.error is None else 0
+
+    @property
+    def span(self) -> str:
+        """`first..last`, or the one day."""
+        return f"{self.first}" if self.days == 1 else f"{self.first}..{self.last}"
+
+
+@dataclass
+class DaysTally:
+    """The days of a run of ranges loaded so far, and those failed with their reasons (a day
+    that failed in one run and loaded in a later one counts as loaded)."""
+
+    loaded: set[dt.date] = field(default_factory=set)
+    failed: dict[dt.date, str] = field(default_factory=dict)
+
+    def record(self, outcome: RangeOutcome) -> None:
+        """Count the days of a finished run."""
+        for day in days_between(outcome.first, outcome.last):
+            if outcome.error is None and day not in outcome.failed_days:
+                self.loaded.add(day)
+                self.failed.pop(day, None)
+            else:
+                self.failed.setdefault(day, outcome.failed_days.get(day) or outcome.error or "")
+
 
 def run_reports(
     defs: dg.Definitions, days: Iterable[dt.date], instance: dg.DagsterInstance
 ) -> RangeOutcome:
     """Render the reports of `days` (the `daily_report` asset with those days asked for)."""
     days = sorted(set(days))
-    config = {"ops": {"daily_report": {"config": {"days": [d.isoformat() for d in days]}}}}
+    op = REPORT_KEY.to_python_identifier()
+    config = {"ops": {op: {"config": {"days": [d.isoformat() for d in days]}}}}
     return run_job(
         defs,
         DAILY_JOB,
         instance,
         run_config=QUIET_RUN_CONFIG | config,
-        asset_selection=[dg.AssetKey("daily_report")],
+        asset_selection=[REPORT_KEY],
     )
 
 

@@ -14,7 +14,13 @@ from cdr_pipeline.report.data import (
     report_path,
     reports_dir,
 )
-from cdr_pipeline.report.render import RenderedReport, markdown_image, render_report, write_report
+from cdr_pipeline.report.render import (
+    RenderedReport,
+    markdown_image,
+    render_report,
+    write_day_report,
+    write_report,
+)
 
 __all__ = [
     "CHART_TITLES",
@@ -28,5 +34,6 @@ __all__ = [
     "render_report",
     "report_path",
     "reports_dir",
+    "write_day_report",
     "write_report",
 ]

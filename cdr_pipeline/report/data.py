@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from cdr_pipeline import alerts, marts
+from cdr_pipeline import alerts, marts, queries
 
 TREND_DAYS = 30
 TOP_CAUSES = 10
@@ -42,56 +42,17 @@ def load_report_data(
         day=day,
         timezone=timezone,
         ner_causes=ner_causes,
-        kpis=_frame(con, "SELECT * FROM daily_kpis WHERE call_date = ? ORDER BY direction", [day]),
-        hourly=_frame(
-            con,
-            "SELECT hour, direction, calls, answered_calls FROM hourly_traffic "
-            "WHERE call_date = ? ORDER BY hour, direction",
-            [day],
-        ),
-        trend=_frame(
-            con,
-            "SELECT call_date, direction, calls, asr, ner FROM daily_kpis "
-            "WHERE call_date BETWEEN ? AND ? ORDER BY call_date, direction",
-            [first, day],
-        ),
-        causes=_frame(
-            con,
-            """
-            SELECT hangup_cause, any_value(hangup_cause_name) AS hangup_cause_name,
-                   any_value(hangup_cause_class) AS hangup_cause_class,
-                   coalesce(hangup_source, 'unknown') AS hangup_source,
-                   sum(calls)::BIGINT AS calls,
-                   sum(sum(calls)) OVER (PARTITION BY hangup_cause)::BIGINT AS cause_calls,
-                   (sum(sum(calls)) OVER (PARTITION BY hangup_cause)
-                    / sum(sum(calls)) OVER ())::DOUBLE AS cause_share
-            FROM hangup_cause_daily WHERE call_date = ?
-            GROUP BY hangup_cause, coalesce(hangup_source, 'unknown')
-            ORDER BY cause_calls DESC, hangup_cause NULLS LAST, hangup_source
-            """,
-            [day],
-        ),
-        destinations=_frame(
-            con,
-            """
-            SELECT coalesce(billing_destination_label, '(no destination)') AS destination,
-                   sum(calls)::BIGINT AS calls, sum(billed_minutes)::DOUBLE AS billed_minutes,
-                   sum(billing_debit)::DECIMAL(18, 6) AS billing_debit
-            FROM destination_kpis WHERE call_date = ?
-            GROUP BY 1 ORDER BY billing_debit DESC, calls DESC, destination
-            """,
-            [day],
-        ),
+        kpis=queries.daily_kpis(con, day, day),
+        hourly=queries.hourly_traffic(con, day),
+        trend=queries.daily_kpis(con, first, day, queries.TREND_COLUMNS),
+        causes=queries.hangup_causes(con, day),
+        destinations=queries.destination_costs(con, day),
         comparisons=tuple(
             c
             for metric in alerts.METRICS
             for c in alerts.compare_with_last_week(con, day, metric, thresholds)
         ),
     )
-
-
-def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> pl.DataFrame:
-    return con.sql(sql, params=params).pl()
 
 
 def reports_dir(data_dir: Path) -> Path:

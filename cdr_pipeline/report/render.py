@@ -19,7 +19,7 @@ import polars as pl
 
 from cdr_pipeline import alerts, durable
 from cdr_pipeline.report.charts import CHART_TITLES, draw_charts
-from cdr_pipeline.report.data import ReportData
+from cdr_pipeline.report.data import ReportData, report_path
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ def render_report(data: ReportData, generated_at: dt.datetime | None = None) -> 
     svgs = draw_charts(data)
     page = _page(data, svgs, generated_at or dt.datetime.now(dt.UTC))
     return RenderedReport(html=page, charts_svg=svgs)
+
+
+def write_day_report(data: ReportData, reports_dir: Path) -> tuple[RenderedReport, Path]:
+    """Render the day's report and write it to its place in `reports_dir`."""
+    rendered = render_report(data)
+    return rendered, write_report(rendered.html, report_path(reports_dir, data.day))
 
 
 def markdown_image(svg: bytes, alt: str) -> str:
