@@ -330,9 +330,14 @@ def add_to_erasure_list(data_dir: Path, number: str) -> str:
     return digest
 
 
+def erasure_audit_path(data_dir: Path) -> Path:
+    """The erasure audit: one JSON line per erasure."""
+    return privacy_dir(data_dir) / "erasure-audit.jsonl"
+
+
 def append_audit(data_dir: Path, entry: dict[str, object]) -> Path:
     """Append one JSON line to the erasure audit (`privacy/erasure-audit.jsonl`)."""
-    path = privacy_dir(data_dir) / "erasure-audit.jsonl"
+    path = erasure_audit_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(entry, sort_keys=True, default=str) + "\n")

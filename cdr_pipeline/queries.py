@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 
 from cdr_pipeline import marts
-from cdr_pipeline.warehouse import CALLS_TABLE, REJECTS_TABLE
+from cdr_pipeline.schema import CALLS_TABLE, REJECTS_TABLE
 
 # The demo summary's view of `daily_kpis`: rounded, with short column names.
 KPI_SUMMARY_COLUMNS = """

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from cdr_pipeline import marts
-from cdr_pipeline.warehouse import CALLS_TABLE, Q850_TABLE, REJECTS_TABLE
+from cdr_pipeline.schema import CALLS_TABLE, Q850_TABLE, REJECTS_TABLE
 
 # Every step that writes (or must not overlap a write to) the DuckDB file claims this pool.
 WRITER_POOL = "duckdb_writer"

@@ -10,7 +10,7 @@ from pydantic import Field
 from cdr_pipeline import erasure, privacy, retention
 from cdr_pipeline.defs.keys import CALLS_KEY, RAW_KEY, WRITER_POOL
 from cdr_pipeline.defs.resources import WarehouseResource
-from cdr_pipeline.receiver.landing import landing_path
+from cdr_pipeline.landing import landing_path
 
 ERASE_JOB = "erase_number_job"
 RETENTION_JOB = "retention_job"

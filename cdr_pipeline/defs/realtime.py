@@ -23,7 +23,7 @@ from cdr_pipeline import marts, realtime
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs.keys import REALTIME_KEY, WRITER_POOL
 from cdr_pipeline.defs.resources import WarehouseResource
-from cdr_pipeline.receiver.landing import landing_path, open_reader
+from cdr_pipeline.landing import landing_path, open_reader
 
 REALTIME_JOB = "realtime_job"
 RECONCILE_JOB = "realtime_reconciliation_job"
