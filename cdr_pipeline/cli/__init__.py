@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cdr_pipeline.cli.commands import (
     cmd_audit,
@@ -47,12 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    def command(name: str, run: Callable[[argparse.Namespace], int], text: str):
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
         found = sub.add_parser(name, help=text)
         found.set_defaults(command=run)
         return found
 
-    date = {"type": dt.date.fromisoformat, "metavar": "YYYY-MM-DD"}
+    date: dict[str, Any] = {"type": dt.date.fromisoformat, "metavar": "YYYY-MM-DD"}
     demo = command("demo", cmd_demo, "run the pipeline over the last days on the simulator")
     demo.add_argument("--days", type=int, default=7, help="how many past days (default 7)")
 

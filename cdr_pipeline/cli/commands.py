@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cdr_pipeline.config import ConfigError, Settings, check_timezone
 from cdr_pipeline.dayranges import days_between
@@ -99,7 +99,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(frame: "pl.DataFrame", rows: int, width: int, **options: object) -> str:
+def _table(frame: "pl.DataFrame", rows: int, width: int, **options: Any) -> str:
     """A frame as the CLI prints it: every column, no types, no shape line."""
     import polars as pl
 

@@ -17,7 +17,7 @@ from pydantic import Field
 from cdr_pipeline import alerts, report, warehouse
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs.keys import DAILY_KPIS_KEY, MART_KEYS, REPORT_KEY, WRITER_POOL
-from cdr_pipeline.defs.metadata import number
+from cdr_pipeline.defs.metadata import Metadata, number
 from cdr_pipeline.defs.ranges import PARTITION_TAG, RANGE_END_TAG
 from cdr_pipeline.defs.resources import WarehouseResource
 
@@ -88,7 +88,7 @@ def _check_result(
     last_day = max(c.day for c in comparisons)
     latest = [c for c in comparisons if c.day == last_day]
     first = latest[0]
-    metadata: dict[str, object] = {
+    metadata: Metadata = {
         "day": first.day.isoformat(),
         "baseline_day": first.baseline_day.isoformat(),
         "threshold": first.threshold,
@@ -154,7 +154,7 @@ def build_report_asset(thresholds: alerts.AlertThresholds) -> dg.AssetsDefinitio
             days = days or warehouse.latest_loaded_day(con)
             data = [report.load_report_data(con, day, thresholds) for day in days]
         folder = report.reports_dir(Path(lake.data_dir))
-        metadata: dict[str, object] = {"days": ", ".join(d.isoformat() for d in days) or "none"}
+        metadata: Metadata = {"days": ", ".join(d.isoformat() for d in days) or "none"}
         for day_data in data:
             rendered, path = report.write_day_report(day_data, folder)
             context.log.info(f"report for {day_data.day}: {path}")

@@ -33,6 +33,7 @@ from cdr_pipeline.defs.keys import (
     WRITER_POOL,
 )
 from cdr_pipeline.defs.metadata import (
+    Metadata,
     column_schema,
     landed_metadata,
     mart_schema,
@@ -59,7 +60,7 @@ def partition_days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 def record_days(
     context: dg.AssetExecutionContext,
-    metadata: Mapping[dg.AssetKey, Mapping[dt.date, Mapping[str, object]]],
+    metadata: Mapping[dg.AssetKey, Mapping[dt.date, Metadata]],
 ) -> None:
     """Attach each day's own metadata to its partition's materialisation."""
     for key, by_day in metadata.items():
@@ -72,7 +73,7 @@ def record_days(
 def fail_days(
     context: dg.AssetExecutionContext,
     failures: Mapping[dt.date, str],
-    metadata: Mapping[dg.AssetKey, Mapping[dt.date, Mapping[str, object]]],
+    metadata: Mapping[dg.AssetKey, Mapping[dt.date, Metadata]],
 ) -> dg.Failure:
     """Record the days that succeeded as materialised, and the failure naming the others.
 
@@ -292,7 +293,7 @@ def build_warehouse_asset(
 def _record_neighbours(
     context: dg.AssetExecutionContext,
     partitions_def: dg.PartitionsDefinition,
-    metadata: Mapping[dg.AssetKey, Mapping[dt.date, Mapping[str, object]]],
+    metadata: Mapping[dg.AssetKey, Mapping[dt.date, Metadata]],
     refreshed: Iterable[dt.date],
     in_run: set[dt.date],
 ) -> None:

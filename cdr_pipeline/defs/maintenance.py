@@ -84,7 +84,9 @@ weekly_call_id_audit = dg.ScheduleDefinition(
 )
 
 
-def build_split_sensor(days_per_run: int, job: object) -> dg.SensorDefinition:
+def build_split_sensor(
+    days_per_run: int, job: dg.UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
     """Runs again, without them, the other days of a ranged run in which some days failed.
 
     Dagster marks a failed step's whole range as failed; the step itself records which days

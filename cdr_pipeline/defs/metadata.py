@@ -3,6 +3,7 @@ them (numbers it plots across partitions, small Markdown tables)."""
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -20,6 +21,10 @@ from cdr_pipeline.defs.keys import (
 from cdr_pipeline.warehouse_days import WarehouseLoad
 
 KPI_NUMBERS = ("calls", "asr", "ner", "acd_s", "billed_minutes", "peak_concurrent_calls")
+
+# Asset and check metadata: Dagster takes plain values (text, numbers, tables, Markdown) and
+# its MetadataValue wrappers; its type for that union is private.
+Metadata = dict[str, Any]
 
 
 def column_schema(columns: tuple) -> dg.TableSchema:
@@ -75,9 +80,9 @@ def _iso(value: dt.datetime | None) -> str:
     return value.isoformat() if value else "none"
 
 
-def landed_metadata(landed: core.LandedDay) -> dict[str, object]:
+def landed_metadata(landed: core.LandedDay) -> Metadata:
     """A day of `raw_cdr_exports`: its window, and each direction's file and download."""
-    metadata: dict[str, object] = {
+    metadata: Metadata = {
         "window_start": landed.window[0].isoformat(),
         "window_end": landed.window[1].isoformat(),
         "dagster/row_count": sum(landed.rows.values()),
@@ -97,7 +102,7 @@ def landed_metadata(landed: core.LandedDay) -> dict[str, object]:
     return metadata
 
 
-def typed_metadata(typed: core.TypedDay) -> dict[str, object]:
+def typed_metadata(typed: core.TypedDay) -> Metadata:
     """A day of `typed_calls`: its row counts, the files published and a preview."""
     stats = typed.stats
     return {
@@ -120,7 +125,7 @@ def reconcile_result(typed: Iterable[core.TypedDay]) -> dg.AssetCheckResult:
     """raw = typed + rejected + duplicates for every day typed by the run."""
     typed = list(typed)
     broken = [t for t in typed if not t.reconciled]
-    metadata: dict[str, object] = {
+    metadata: Metadata = {
         "days": len(typed),
         "raw_rows": sum(t.stats.raw_rows for t in typed),
         "typed_rows": sum(t.typed_rows for t in typed),
@@ -144,10 +149,10 @@ def reconcile_result(typed: Iterable[core.TypedDay]) -> dg.AssetCheckResult:
 
 def _calls_metadata(
     load: WarehouseLoad, day: dt.date, lock_wait_s: float
-) -> tuple[dict[str, object], dict[str, object]]:
+) -> tuple[Metadata, Metadata]:
     """A day of `calls` and of `call_rejects`: what its load wrote, kept and removed."""
     stats = load.result.loads[day]
-    calls: dict[str, object] = {
+    calls: Metadata = {
         "dagster/row_count": stats.partition_calls,
         "incoming_calls": stats.incoming_calls,
         "calls_written": stats.calls_written,
@@ -161,19 +166,17 @@ def _calls_metadata(
         "load_s": round(load.result.seconds[day], 3),
         "lock_wait_s": round(lock_wait_s, 3),
     }
-    rejects: dict[str, object] = {
+    rejects: Metadata = {
         "dagster/row_count": stats.rejects,
         "partition_rejects": stats.rejects,
     }
     return calls, rejects
 
 
-def _kpi_metadata(
-    load: WarehouseLoad, day: dt.date, ner_causes: tuple[int, ...]
-) -> dict[str, object]:
+def _kpi_metadata(load: WarehouseLoad, day: dt.date, ner_causes: tuple[int, ...]) -> Metadata:
     """The day's headline KPIs per direction (numbers the UI plots across partitions)."""
     kpis = load.kpis.filter(pl.col("call_date") == day)
-    metadata: dict[str, object] = {"ner_causes": ", ".join(str(c) for c in ner_causes)}
+    metadata: Metadata = {"ner_causes": ", ".join(str(c) for c in ner_causes)}
     for row in kpis.iter_rows(named=True):
         direction = row["direction"]
         for name in KPI_NUMBERS:
@@ -187,9 +190,9 @@ def _kpi_metadata(
 
 def warehouse_metadata(
     load: WarehouseLoad, lock_wait_s: float, ner_causes: tuple[int, ...]
-) -> dict[dg.AssetKey, dict[dt.date, dict[str, object]]]:
+) -> dict[dg.AssetKey, dict[dt.date, Metadata]]:
     """Each day's metadata of `calls`, `call_rejects` and every mart."""
-    metadata: dict[dg.AssetKey, dict[dt.date, dict[str, object]]] = {
+    metadata: dict[dg.AssetKey, dict[dt.date, Metadata]] = {
         CALLS_KEY: {},
         REJECTS_KEY: {},
     }

@@ -22,6 +22,7 @@ import dagster as dg
 from cdr_pipeline import marts, realtime
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs.keys import REALTIME_KEY, WRITER_POOL
+from cdr_pipeline.defs.metadata import Metadata
 from cdr_pipeline.defs.resources import WarehouseResource
 from cdr_pipeline.landing import landing_path, open_reader
 
@@ -77,7 +78,7 @@ def build_realtime_definitions(settings: Settings) -> dg.Definitions:
                 f"{result.events} read, {load.calls_written} calls written, "
                 f"{load.calls_kept_export} kept from the export, {load.rejects} rejects"
             )
-        metadata: dict[str, object] = {
+        metadata: Metadata = {
             "landing_store_id": result.store_id or "none",
             "loaded_through_seq": result.through_seq,
             "watermark_before": result.watermark_before,

@@ -13,6 +13,9 @@ from cdr_pipeline import marts, privacy, warehouse
 from cdr_pipeline.callr.client import CallrExportClient, RetryPolicy
 from cdr_pipeline.config import (
     DEFAULT_BASE_URL,
+    DEFAULT_CALLR_MAX_ATTEMPTS,
+    DEFAULT_CALLR_MAX_TOTAL_S,
+    DEFAULT_CALLR_TIMEOUT_S,
     DEFAULT_FETCH_CONCURRENCY,
     DEFAULT_NER_CAUSES,
     DEFAULT_TIMEZONE,
@@ -29,9 +32,9 @@ class CallrResource(dg.ConfigurableResource):
     account_sid: str | None = Field(
         default=None, description="If set, authenticate with HTTP Basic (account SID, key)"
     )
-    max_attempts: int = 6
-    max_total_s: float = 300.0
-    timeout_s: float = 60.0
+    max_attempts: int = DEFAULT_CALLR_MAX_ATTEMPTS
+    max_total_s: float = DEFAULT_CALLR_MAX_TOTAL_S
+    timeout_s: float = DEFAULT_CALLR_TIMEOUT_S
     fetch_concurrency: int = Field(
         default=DEFAULT_FETCH_CONCURRENCY,
         description="Days of a range downloading at once (each downloads both directions)",

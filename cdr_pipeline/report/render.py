@@ -10,10 +10,11 @@ SVG (`charts.py`) inlined as a `data:` URI. The same SVGs go to the Dagster UI a
 import base64
 import datetime as dt
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -173,7 +174,7 @@ def _comparison_table(comparisons: Sequence[alerts.Comparison]) -> str:
 def _kpi_table(kpis: pl.DataFrame) -> str:
     if kpis.is_empty():
         return '<p class="muted">No calls on this day.</p>'
-    columns = [
+    columns: list[tuple[str, str, Callable[[Any], str]]] = [
         ("direction", "direction", str),
         ("calls", "calls", lambda v: f"{v:,}"),
         ("answered_calls", "answered", lambda v: f"{v:,}"),
