@@ -2,6 +2,7 @@
 runs in which some days failed."""
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -15,6 +16,11 @@ from cdr_pipeline.defs.ranges import (
     without,
 )
 from cdr_pipeline.defs.resources import WarehouseResource
+
+if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export its name
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 REBUILD_JOB = "rebuild_marts_job"
 AUDIT_JOB = "call_id_audit_job"
@@ -85,7 +91,7 @@ weekly_call_id_audit = dg.ScheduleDefinition(
 
 
 def build_split_sensor(
-    days_per_run: int, job: dg.UnresolvedAssetJobDefinition
+    days_per_run: int, job: "UnresolvedAssetJobDefinition"
 ) -> dg.SensorDefinition:
     """Runs again, without them, the other days of a ranged run in which some days failed.
 
