@@ -43,7 +43,7 @@ from cdr_pipeline.defs.metadata import (
 )
 from cdr_pipeline.defs.ranges import FAILED_DAYS_KEY
 from cdr_pipeline.defs.resources import CallrResource, WarehouseResource
-from cdr_pipeline.schema import CALL_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS
+from cdr_pipeline.schema import CALL_COLUMNS, Q850_COLUMNS, REJECT_COLUMNS, WAREHOUSE_COLUMNS
 from cdr_pipeline.warehouse_days import load_warehouse_days
 
 # `calls` is loaded every day at 00:30 by the schedule: WARN an hour after a load is due and did
@@ -326,15 +326,7 @@ def build_q850_asset() -> dg.AssetsDefinition:
         pool=WRITER_POOL,
         code_version=q850.TABLE_VERSION,
         description="Every ITU-T Q.850 cause code with its name and class.",
-        metadata={
-            "dagster/column_schema": dg.TableSchema(
-                columns=[
-                    dg.TableColumn("cause_code", "SMALLINT"),
-                    dg.TableColumn("cause_name", "VARCHAR"),
-                    dg.TableColumn("cause_class", "VARCHAR"),
-                ]
-            )
-        },
+        metadata={"dagster/column_schema": column_schema(Q850_COLUMNS)},
     )
     def q850_causes(lake: WarehouseResource) -> dg.MaterializeResult:
         with lake.connect() as con:
