@@ -250,7 +250,7 @@ def _run_days(
     from cdr_pipeline.defs import runner
 
     defs, instance = _dagster(settings, simulator_api_key)
-    print(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
+    print(f"Dagster instance: {instance.root_directory}")
     total = len(days)
     tally = runner.DaysTally()
 
