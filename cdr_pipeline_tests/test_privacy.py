@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 from cdr_pipeline import normalize as normalize_module
 from cdr_pipeline import privacy, raw_erasure
 from cdr_pipeline.config import ConfigError, Settings
-from cdr_pipeline.receiver.landing import LandingRecord, LandingStore
+from cdr_pipeline.landing import LandingRecord, LandingStore
 from cdr_pipeline_tests.support.exports import DAY, csv_text, export, normalize, row
 
 KEY = b"unit-test-privacy-key-5a0c"

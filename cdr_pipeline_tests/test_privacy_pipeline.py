@@ -29,8 +29,8 @@ from cdr_pipeline.config import Settings
 from cdr_pipeline.defs import runner
 from cdr_pipeline.defs.definitions import build_definitions
 from cdr_pipeline.defs.privacy import RETENTION_JOB
+from cdr_pipeline.landing import LandingRecord, LandingStore, landing_path
 from cdr_pipeline.receiver import auth
-from cdr_pipeline.receiver.landing import LandingRecord, LandingStore, landing_path
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
 from cdr_pipeline_tests.support.cli import cdr_pipeline
 from cdr_pipeline_tests.support.privacy_search import numbers_found

@@ -17,8 +17,8 @@ from cdr_pipeline.callr.simulator import SimulatorServer, simulate_export
 from cdr_pipeline.config import Settings, day_window
 from cdr_pipeline.defs.definitions import DAILY_JOB, build_definitions
 from cdr_pipeline.defs.realtime import RECONCILE_CHECK, RECONCILE_JOB
+from cdr_pipeline.landing import LandingStore, landing_path
 from cdr_pipeline.receiver import auth
-from cdr_pipeline.receiver.landing import LandingStore, landing_path
 from cdr_pipeline_tests.conftest import SIMULATOR_KEY
 from cdr_pipeline_tests.support.receiver import (
     PUSH_URL,

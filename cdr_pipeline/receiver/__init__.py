@@ -2,7 +2,7 @@
 
 `app` (the Starlette app), `server` (uvicorn with request-head limits, `serve`), `auth` (HMAC
 signatures, bearer token), `landing` (the writer thread). The formats it shares with the core:
-Callr's envelopes in `cdr_pipeline.callr.events`, the landing store in `cdr_pipeline.landing`
-(`envelope` and `landing` re-export them). No Dagster, no DuckDB here: the `realtime_calls`
+Callr's envelopes in `cdr_pipeline.callr.events`, the landing store in `cdr_pipeline.landing`.
+No Dagster, no DuckDB here: the `realtime_calls`
 asset loads what landed (docs/realtime.md).
 """

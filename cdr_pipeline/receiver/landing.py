@@ -16,24 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cdr_pipeline.landing import (
-    LandedEvent,
     LandingRecord,
     LandingStore,
     Stored,
-    landing_path,
     open_reader,
 )
 
-__all__ = [
-    "LandedEvent",
-    "LandingRecord",
-    "LandingStore",
-    "LandingWriter",
-    "Stored",
-    "WriterHealth",
-    "landing_path",
-    "open_reader",
-]
+__all__ = ["LandingWriter", "WriterHealth"]
 
 log = logging.getLogger(__name__)
 

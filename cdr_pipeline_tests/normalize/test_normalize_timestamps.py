@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from cdr_pipeline import realtime
 from cdr_pipeline.config import ConfigError, Settings
-from cdr_pipeline.receiver.landing import LandedEvent
+from cdr_pipeline.landing import LandedEvent
 from cdr_pipeline.schema import SOURCE_FIELDS
 from cdr_pipeline_tests.support.exports import (
     BASE,

@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cdr_pipeline.receiver import auth, envelope
-from cdr_pipeline.receiver.landing import LandingStore, landing_path
+from cdr_pipeline.callr import events
+from cdr_pipeline.landing import LandingStore, landing_path
+from cdr_pipeline.receiver import auth
 from cdr_pipeline_tests.support import paths
 from cdr_pipeline_tests.support.receiver import (
     PUSH_URL,
@@ -68,7 +69,7 @@ def test_envelopes_accepted_on_webhook(
     assert event.cdr_path == path
     assert event.callid == "11"
     assert event.body == body.decode()  # landed byte for byte
-    assert envelope.cdr_value(envelope.cdr_at(json.loads(event.body), path), "callid") in (
+    assert events.cdr_value(events.cdr_at(json.loads(event.body), path), "callid") in (
         11,
         "11",
     )
@@ -87,8 +88,8 @@ def test_push_envelopes_and_numbers_as_written(receiver: ThreadedReceiver, tmp_p
         (event,) = store.read_after(0, limit=10)
     assert (event.source, event.callid, event.event_type) == ("push", "9007199254740993123", None)
     assert event.body == body.decode()
-    cdr = envelope.cdr_at(envelope.parse_json(event.body.encode(), max_depth=16), "cdr")
-    assert cdr["billingDebit"] == "12.50" and isinstance(cdr["billingDebit"], envelope.JsonNumber)
+    cdr = events.cdr_at(events.parse_json(event.body.encode(), max_depth=16), "cdr")
+    assert cdr["billingDebit"] == "12.50" and isinstance(cdr["billingDebit"], events.JsonNumber)
 
 
 @pytest.mark.parametrize(

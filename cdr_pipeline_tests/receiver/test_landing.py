@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cdr_pipeline.receiver.landing import LandingRecord, LandingStore, LandingWriter
+from cdr_pipeline.landing import LandingRecord, LandingStore
+from cdr_pipeline.receiver.landing import LandingWriter
 
 
 def _record(key: str, *, callid: str = "1", body: str = "{}") -> LandingRecord:

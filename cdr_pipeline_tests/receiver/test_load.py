@@ -16,7 +16,7 @@ import dagster as dg
 from cdr_pipeline import warehouse
 from cdr_pipeline.config import Settings
 from cdr_pipeline.defs.definitions import build_definitions
-from cdr_pipeline.receiver.landing import landing_path
+from cdr_pipeline.landing import landing_path
 from cdr_pipeline_tests.support import paths
 from cdr_pipeline_tests.support.receiver import (
     ReceiverProcess,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from cdr_pipeline.landing import LandingStore, landing_path
 from cdr_pipeline.receiver import auth
-from cdr_pipeline.receiver.landing import LandingStore, landing_path
 from cdr_pipeline.schema import SOURCE_FIELDS
 from cdr_pipeline_tests.support.receiver import (
     PUSH_URL,

@@ -241,7 +241,7 @@ def landed(data_dir: Path) -> Iterator[list[tuple]]:
     """Rows of the landing store (seq, source, event_type, event_id, callid), for assertions."""
     import sqlite3
 
-    from cdr_pipeline.receiver.landing import landing_path
+    from cdr_pipeline.landing import landing_path
 
     path = landing_path(data_dir)
     if not path.exists():
