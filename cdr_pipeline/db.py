@@ -1,10 +1,12 @@
 """Small DuckDB helpers shared by the warehouse's modules: transactions, single values, and
 how much of a table a statement read."""
 
+import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 
@@ -34,7 +36,7 @@ def first_row(
     return rows[0] if rows else None
 
 
-def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> object:
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> Any:
     """The first column of the first row of `sql` (None when there is no row)."""
     row = first_row(con, sql, params)
     return row[0] if row else None
@@ -43,13 +45,13 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = 
 def count(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> int:
     """An integer result of `sql` (0 when it returns no row or null)."""
     value = scalar(con, sql, params)
-    return int(value) if value is not None else 0  # type: ignore[call-overload]
+    return int(value) if value is not None else 0
 
 
-def date_literal(day: object) -> str:
-    """A DuckDB date literal for `day` (a `datetime.date`): constants let DuckDB skip row groups
-    by their min/max, which a parameter does not guarantee."""
-    return f"DATE '{day.isoformat()}'"  # type: ignore[attr-defined]
+def date_literal(day: dt.date) -> str:
+    """A DuckDB date literal for `day`: constants let DuckDB skip row groups by their min/max,
+    which a parameter does not guarantee."""
+    return f"DATE '{day.isoformat()}'"
 
 
 @dataclass

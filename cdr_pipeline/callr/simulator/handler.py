@@ -90,6 +90,8 @@ def _accepts_gzip(header: str) -> bool:
 class QuietServer(ThreadingHTTPServer):
     """A client hanging up early (curl | head, a timed-out test client) is routine here."""
 
+    simulator: "SimulatorServer"  # the simulator whose requests this server answers
+
     def handle_error(
         self, request: socket.socket | tuple[bytes, socket.socket], client_address: tuple
     ) -> None:
@@ -116,7 +118,8 @@ class Handler(BaseHTTPRequestHandler):
         logger.debug("simulator %s: %s", self.address_string(), format % args)
 
     def _handle(self) -> None:
-        sim: SimulatorServer = self.server.simulator  # type: ignore[attr-defined]
+        assert isinstance(self.server, QuietServer)
+        sim = self.server.simulator
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         query = {k: ("***" if v == sim.api_key else v) for k, v in query.items()}

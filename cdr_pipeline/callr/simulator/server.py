@@ -133,7 +133,7 @@ class SimulatorServer:
             return self
         httpd = QuietServer((self._host, self._port), Handler)
         httpd.daemon_threads = True
-        httpd.simulator = self  # type: ignore[attr-defined]
+        httpd.simulator = self
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
