@@ -37,12 +37,13 @@ import duckdb
 from docblock import write_block
 from measure import run_checked
 
-from cdr_pipeline.callr.simulator import SimulatorServer, cached_export, expected_call_ids
+from cdr_pipeline.callr.simulator import SimulatorServer, cached_export
 from cdr_pipeline.config import day_window
 from cdr_pipeline.schema import DIRECTIONS
 from cdr_pipeline_tests.support.backfills import (
     BACKFILL_STATUS,
     RUN_LOGS,
+    expected_calls,
     launch_backfill,
     wait_for_backfill,
 )
@@ -67,12 +68,7 @@ def warm_cache(simulator: SimulatorServer, days: list[dt.date]) -> float:
 
 def check_warehouse(path: Path, simulator: SimulatorServer, days: list[dt.date]) -> dict:
     """Calls loaded, and whether they are exactly the simulator's, once each."""
-    options = dataclasses.asdict(simulator.options)
-    expected: set[int] = set()
-    for day in days:
-        start, end = day_window(day, "UTC")
-        for direction in DIRECTIONS:
-            expected |= expected_call_ids(start, end, direction, **options)
+    expected = expected_calls(simulator, days)
     with duckdb.connect(str(path), read_only=True) as con:
         rows, distinct = con.execute(
             "SELECT count(*), count(DISTINCT call_id) FROM calls"
