@@ -40,7 +40,6 @@ def reconcile(
     if not {seen, calls} <= tables:  # nothing loaded in real time yet
         return Reconciliation(through_day, 0, 0, [], [], [], None)
     first_day = scalar(con, f"SELECT min(call_date) FROM {seen}")
-    assert first_day is None or isinstance(first_day, dt.date)
     missing_sql = (
         f"FROM {seen} s WHERE s.call_date <= ? AND NOT EXISTS "
         f"(SELECT 1 FROM {calls} c WHERE c.call_id = s.call_id AND c.source = 'export')"

@@ -18,9 +18,7 @@ def compact(path: Path, *, lock_wait_s: float = 600.0) -> None:
     the file until overwritten. A copy holds the live rows only; it replaces the file by a
     rename. The caller holds the writer's turn (the `duckdb_writer` pool), so no load writes
     in between."""
-    rewritten = path.with_name(f".{path.name}.compacted")
-    snapshot(path, rewritten, lock_wait_s=lock_wait_s, storage_version=None)
-    durable.replace(rewritten, path)
+    snapshot(path, path, lock_wait_s=lock_wait_s, storage_version=None)
     # A write-ahead log left beside the old file is in the copy already; replayed onto the new
     # file it would apply twice.
     path.with_name(f"{path.name}.wal").unlink(missing_ok=True)

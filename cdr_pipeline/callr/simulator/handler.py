@@ -107,7 +107,7 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "CallrSimulator/1.0"
-    server: ThreadingHTTPServer
+    server: QuietServer
 
     def do_POST(self) -> None:
         self._handle()
@@ -118,7 +118,6 @@ class Handler(BaseHTTPRequestHandler):
         logger.debug("simulator %s: %s", self.address_string(), format % args)
 
     def _handle(self) -> None:
-        assert isinstance(self.server, QuietServer)
         sim = self.server.simulator
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
